@@ -1,0 +1,150 @@
+"""The `assay` command: run, resume, status, ui, compare.
+
+`assay run` executes the experiment's Dagster jobs in this process on the instance under DAGSTER_HOME
+(the embedded SQLite one by default): the plan job (snapshot + call plan), then the call partitions in
+batched range runs, then the analysis job (extractions, evaluation, report). The analysis always runs, so
+a failed call is a missing row in the report and `assay resume` fills it in later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import REPO_ROOT
+from pipeline.llm.errors import AssayError
+
+RUN_TAG_PID = "assay/pid"
+RUN_TAG_EXPERIMENT = "assay/experiment"
+
+
+def _environment_defaults() -> None:
+    # litellm fetches a price map over the network at import unless told not to; Assay keeps prices in
+    # configs/models.yaml, and a hub lookup must never happen at run time.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `assay`."""
+    parser = argparse.ArgumentParser(prog="assay", description="Reproducible, resumable, budgeted LLM experiments.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an experiment end to end (stored calls are never sent again)")
+    run.add_argument("experiment")
+    run.add_argument("--model", action="append", help="model alias (repeat for several); default: the file's")
+    run.add_argument("--input", help="CSV/JSONL file of items instead of the experiment's dataset")
+    run.add_argument("--limit", type=int, help="first N items only")
+    run.add_argument("--single-item", "--single-product", dest="single_item", help="classify one text only")
+    run.add_argument("--batch-size", type=int, help="items per prompt (answers are matched back per item)")
+    run.add_argument("--calls-per-run", type=int, help="call partitions per Dagster run (default: the file's)")
+    run.add_argument("--max-cost", type=float, help="budget in USD: stop before the call that would exceed it")
+    run.add_argument("--config", help="experiment YAML file to use instead of configs/experiments/<name>.yaml")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
+
+    resume = sub.add_parser("resume", help="mark dead runs failed, then run only failed and missing calls")
+    resume.add_argument("experiment")
+    resume.add_argument("--max-cost", type=float)
+    resume.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    status = sub.add_parser("status", help="done / failed / missing calls and spend of the current plan")
+    status.add_argument("experiment")
+    status.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    ui = sub.add_parser("ui", help="open the Dagster UI on this workspace")
+    ui.add_argument("--port", type=int, default=3000)
+
+    compare = sub.add_parser("compare", help="compare two run folders (metric deltas, McNemar, changed answers)")
+    compare.add_argument("run_a")
+    compare.add_argument("run_b")
+    compare.add_argument("--output", help="markdown file to write (default: <run_b>/outputs/compare.md)")
+    return parser
+
+
+def overrides_from_args(args: argparse.Namespace) -> list[str]:
+    """Turn run flags into `--set` overrides: the config is resolved in one place, pipeline.config."""
+    flags: list[str] = []
+    if getattr(args, "model", None):
+        flags.append(f"models=[{','.join(args.model)}]")
+    if getattr(args, "input", None):
+        path = Path(args.input).resolve()
+        loader = "jsonl" if path.suffix == ".jsonl" else "csv"
+        flags += [f"dataset.path={path}", f"dataset.loader={loader}", "dataset.items=[]"]
+    if getattr(args, "limit", None):
+        flags.append(f"dataset.limit={args.limit}")
+    if getattr(args, "single_item", None):
+        flags.append(f"dataset.single_item={_yaml_scalar(args.single_item)}")
+    if getattr(args, "batch_size", None):
+        flags.append(f"run.items_per_prompt={args.batch_size}")
+    if getattr(args, "calls_per_run", None):
+        flags.append(f"run.batch_size={args.calls_per_run}")
+    if getattr(args, "max_cost", None) is not None:
+        flags.append(f"budget.max_cost_usd={args.max_cost}")
+    return flags + list(getattr(args, "set", []) or [])
+
+
+def _yaml_scalar(text: str) -> str:
+    import json
+
+    return json.dumps(text)  # JSON strings are YAML scalars, so quotes and colons survive parsing
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `assay` command."""
+    _environment_defaults()
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "ui":
+            return _ui(args.port)
+        if args.command == "compare":
+            from pipeline.report.compare import compare_runs_cli
+
+            return compare_runs_cli(Path(args.run_a), Path(args.run_b), Path(args.output) if args.output else None)
+        from jobs.launcher import ExperimentLauncher
+
+        experiment = args.experiment
+        overrides = overrides_from_args(args)
+        if getattr(args, "config", None):
+            experiment = str(Path(args.config).resolve())
+        _install_signal_handlers()
+        launcher = ExperimentLauncher(experiment, overrides)
+        if args.command == "run":
+            return launcher.run()
+        if args.command == "resume":
+            return launcher.resume()
+        if args.command == "status":
+            return launcher.print_status()
+    except AssayError as exc:
+        print(f"assay: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\nassay: interrupted; stored responses are kept. Resume with: assay resume <experiment>", file=sys.stderr
+        )
+        return 130
+    return 0
+
+
+def _ui(port: int) -> int:
+    from jobs.instance import ensure_dagster_home
+
+    ensure_dagster_home()
+    command = ["dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-p", str(port)]
+    print(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    return subprocess.call(command, cwd=REPO_ROOT)
+
+
+def _install_signal_handlers() -> Any:
+    # SIGTERM behaves like Ctrl-C: no new calls, calls in flight finish and are stored, resume is printed.
+    return signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

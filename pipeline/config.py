@@ -1,0 +1,366 @@
+"""Typed configuration: the model zoo (`configs/models.yaml`) and experiment files.
+
+Precedence, lowest first: defaults in these classes < the YAML file < `ASSAY_*` environment < command-line
+`--set key=value` flags. Every loader reports errors as one line naming the file, the field path, what was
+expected and what was found.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.llm.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS_FILE = REPO_ROOT / "configs" / "models.yaml"
+
+_T = TypeVar("_T", bound=BaseModel)
+_ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+
+
+class StrictModel(BaseModel):
+    """Base for config objects: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(StrictModel):
+    """USD per million tokens; overrides litellm's price table for this alias."""
+
+    input_per_mtok: float = Field(ge=0, description="USD per 1M prompt tokens.")
+    output_per_mtok: float = Field(ge=0, description="USD per 1M completion tokens.")
+
+
+class Limits(StrictModel):
+    """Client-side limits for one model endpoint (providers rate-limit per model)."""
+
+    max_concurrent: int = Field(8, ge=1, description="Most calls in flight at once (the adaptive ceiling).")
+    rpm: int | None = Field(None, ge=1, description="Requests per minute; None = unlimited.")
+    tpm: int | None = Field(None, ge=1, description="Tokens (prompt + max output) per minute; None = unlimited.")
+
+
+class ModelConfig(StrictModel):
+    """One alias of the model zoo."""
+
+    model: str = Field(description="litellm model id, e.g. 'openai/gpt-4o-mini-2024-07-18' or 'local/<name>'.")
+    version: str | None = Field(
+        None,
+        description="Version pin: part of every call_id, so bumping it invalidates cached answers of this alias.",
+    )
+    api_base: str | None = Field(None, description="Base URL of an OpenAI-compatible server; ${VAR:-default} expands.")
+    api_key_env: str | None = Field(
+        None,
+        description="Environment variable holding the key; None = litellm's default for the provider "
+        "(or no key for local and keyless servers).",
+    )
+    needs_key: bool = Field(True, description="False for servers that take no key (local, fake).")
+    price: Price | None = Field(None, description="Price override; None = litellm's table (0 if unknown there).")
+    limits: Limits = Field(default_factory=Limits)
+    fallbacks: tuple[str, ...] = Field((), description="Aliases tried in order after this one's retries run out.")
+    timeout_s: float = Field(60.0, gt=0, description="Per-attempt timeout in seconds.")
+    max_attempts: int = Field(5, ge=1, le=20, description="Attempts per model before falling back (1 = no retry).")
+
+    @field_validator("model")
+    @classmethod
+    def _model_has_provider(cls, value: str) -> str:
+        if "/" not in value:
+            raise ValueError(f"expected 'provider/model' (e.g. 'openai/{value}'), found {value!r}")
+        return value
+
+    @property
+    def provider(self) -> str:
+        """The part of `model` before the first '/'."""
+        return self.model.split("/", 1)[0]
+
+
+class ModelZoo(StrictModel):
+    """All aliases of `configs/models.yaml`, plus the default alias for API runs."""
+
+    default: str = Field("gpt4o_mini", description="Alias used by API runs when none is named.")
+    models: dict[str, ModelConfig]
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> ModelZoo:
+        for alias, cfg in self.models.items():
+            for fallback in cfg.fallbacks:
+                if fallback not in self.models:
+                    raise ValueError(
+                        f"models.{alias}.fallbacks names unknown alias {fallback!r}; known: {sorted(self.models)}"
+                    )
+        return self
+
+    def get(self, alias: str) -> ModelConfig:
+        """The config of `alias`; an unknown alias is a ConfigError listing the known ones."""
+        try:
+            return self.models[alias]
+        except KeyError:
+            raise ConfigError(
+                f"unknown model alias {alias!r}; known aliases: {', '.join(sorted(self.models))} "
+                f"(add it to configs/models.yaml)"
+            ) from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading with overrides
+
+
+def expand_env(value: str, environ: Mapping[str, str] | None = None) -> str:
+    """Expand `${VAR}` and `${VAR:-default}` references (used for api_base)."""
+    env = os.environ if environ is None else environ
+
+    def _sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"${{{name}}} is referenced but not set; set {name} or give a default as ${{{name}:-...}}")
+
+    return _ENV_REF.sub(_sub, value)
+
+
+def parse_set_flag(flag: str) -> tuple[list[str], Any]:
+    """Split `a.b.c=value` into a key path and a YAML-parsed value."""
+    if "=" not in flag:
+        raise ConfigError(f"--set {flag!r}: expected key.path=value, e.g. models.gpt4o_mini.timeout_s=30")
+    key, raw = flag.split("=", 1)
+    path = [part for part in key.strip().split(".") if part]
+    if not path:
+        raise ConfigError(f"--set {flag!r}: the key before '=' is empty")
+    return path, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict[str, Any], flags: Iterable[str], *, prefix: str | None = None) -> dict[str, Any]:
+    """Apply `--set` flags to nested dict `data` (in place; returned for chaining).
+
+    With `prefix`, only flags whose path starts with it apply, and the prefix is stripped
+    (`models.gpt4o.timeout_s=3` applies to the zoo file as `models.gpt4o.timeout_s`, prefix None).
+    """
+    for flag in flags:
+        path, value = parse_set_flag(flag)
+        if prefix is not None:
+            if path[0] != prefix:
+                continue
+            path = path[1:]
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {flag!r}: {part!r} holds {child!r}, not a mapping")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    """One line per problem: file, field path, what was expected, what was found."""
+    lines = []
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        found = problem.get("input")
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field (check its spelling)"
+        elif problem["type"] == "missing":
+            message = "required field is missing"
+        found_text = "" if problem["type"] == "missing" else f"; found {found!r}"
+        lines.append(f"{source}: {location}: {message}{found_text}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or broken YAML is a ConfigError naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+def validate_as(cls: type[_T], data: Mapping[str, Any], source: str) -> _T:
+    """Validate `data` as `cls`, turning pydantic's report into a ConfigError."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+
+
+def load_model_zoo(path: Path | None = None, overrides: Iterable[str] = ()) -> ModelZoo:
+    """Load `configs/models.yaml` (or `path`), apply `--set models.<alias>.<field>=...` flags, expand env refs."""
+    path = path or Path(os.environ.get("ASSAY_MODELS_FILE", DEFAULT_MODELS_FILE))
+    data = apply_overrides(read_yaml(path), [flag for flag in overrides if flag.startswith(("models.", "default="))])
+    for alias, cfg in (data.get("models") or {}).items():
+        if isinstance(cfg, dict) and isinstance(cfg.get("api_base"), str):
+            try:
+                cfg["api_base"] = expand_env(cfg["api_base"])
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: models.{alias}.api_base: {exc}") from None
+    return validate_as(ModelZoo, data, str(path))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Experiment files: configs/experiments/<name>.yaml
+
+DEFAULT_EXPERIMENTS_DIR = REPO_ROOT / "configs" / "experiments"
+AUTO_MODEL = "auto"
+"""Model choice meaning: the zoo's default API model when its key is set, else the offline `local` model."""
+
+
+class SampleConfig(StrictModel):
+    """Reproducible sampling of the loaded items."""
+
+    n: int | None = Field(None, ge=1, description="Keep n items (None = all).")
+    seed: int = Field(0, description="Seed of the sample, so the same n gives the same items.")
+
+
+class DatasetConfig(StrictModel):
+    """Where the items come from."""
+
+    loader: str = Field("inline", description="inline | csv | jsonl | products_csv (see pipeline/data/loaders.py).")
+    path: str | None = Field(None, description="File to load, relative to the repository root (csv, jsonl).")
+    items: list[dict[str, Any]] = Field(default_factory=list, description="Items given in the file (loader inline).")
+    id_field: str = Field("id", description="Column holding each item's unique id.")
+    text_field: str = Field("text", description="Column holding the text the prompt is about.")
+    gold_field: str | None = Field(None, description="Column holding the gold label, if any.")
+    limit: int | None = Field(None, ge=1, description="Keep the first n items (after loading, before sampling).")
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    taxonomy: str | None = Field(None, description="Taxonomy XML (assign-cat kind), relative to the repo root.")
+    single_item: str | None = Field(None, description="Classify only this one text (CLI --single-item).")
+
+
+class PromptConfig(StrictModel):
+    """Prompt templates: `{field}` placeholders are filled from the item and the experiment (see prompts.py)."""
+
+    system: str = Field("", description="System message template ('' = none).")
+    user: str = Field(description="User message template.")
+    repair: str = Field(
+        "Your previous answer was not valid: {reason}\nAnswer again with only the JSON object.",
+        description="Message appended for the one repair call after an invalid answer.",
+    )
+    user_batch: str = Field(
+        "",
+        description="User template when several items share one prompt (run.items_per_prompt > 1); "
+        "{items} holds one item_line per item. '' = the batch is not supported by this experiment.",
+    )
+    item_line: str = Field("[{item_id}] {text}", description="How one item is listed inside {items}.")
+
+
+class GenerationParams(StrictModel):
+    """Sampling parameters of every call (all part of the call_id)."""
+
+    temperature: float | None = Field(0.0, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int = Field(256, ge=1)
+    seed: int | None = 0
+    repeats: int = Field(1, ge=1, le=100, description="Times each prompt is asked (repeat index is hashed).")
+
+
+class OutputConfig(StrictModel):
+    """What a valid answer looks like."""
+
+    labels: list[str] = Field(default_factory=list, description="Allowed labels (classify kind): the schema's enum.")
+    label_field: str = Field("label", description="Field of the answer object that holds the label.")
+    json_schema: dict[str, Any] | None = Field(None, description="Explicit JSON Schema of the answer (else built).")
+    constrained: bool = Field(True, description="Send the schema as response_format (constrained decoding).")
+    repair: bool = Field(True, description="Give an invalid answer one repair call.")
+
+
+class BudgetConfig(StrictModel):
+    """Spending limit of one experiment run."""
+
+    max_cost_usd: float | None = Field(None, ge=0, description="Hard stop in USD; None = unlimited.")
+
+
+class RunConfig(StrictModel):
+    """How calls are batched into Dagster runs."""
+
+    batch_size: int = Field(5000, ge=1, description="Call partitions materialized per Dagster run.")
+    items_per_prompt: int = Field(1, ge=1, le=100, description="Items sent in one prompt (answers matched back).")
+
+
+class ExperimentConfig(StrictModel):
+    """One experiment: becomes a Dagster asset group `<name>` and a job `<name>_job`."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", description="Asset group and key prefix.")
+    description: str = ""
+    kind: str = Field("classify", description="Experiment logic in pipeline/experiments/: classify | assign_cat.")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    prompts: PromptConfig
+    models: list[str] = Field(default_factory=lambda: [AUTO_MODEL], description="Zoo aliases, or 'auto'.")
+    params: GenerationParams = Field(default_factory=GenerationParams)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @property
+    def asset_prefix(self) -> str:
+        """Dagster key prefix: names with '-' become '_' (Dagster keys allow [A-Za-z0-9_])."""
+        return self.name.replace("-", "_")
+
+
+# ASSAY_* variables that map onto experiment fields (precedence: file < env < CLI).
+ENV_OVERRIDES: dict[str, str] = {
+    "ASSAY_MODEL": "models",
+    "ASSAY_MAX_COST": "budget.max_cost_usd",
+    "ASSAY_LIMIT": "dataset.limit",
+    "ASSAY_BATCH_SIZE": "run.batch_size",
+}
+
+
+def experiment_path(name: str, experiments_dir: Path | None = None) -> Path:
+    """The YAML file of experiment `name`; an unknown name lists the known ones."""
+    directory = experiments_dir or DEFAULT_EXPERIMENTS_DIR
+    path = directory / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(known) or '(none)'} (in {directory})")
+    return path
+
+
+def list_experiments(experiments_dir: Path | None = None) -> list[str]:
+    """Names of all experiment files."""
+    return sorted(p.stem for p in (experiments_dir or DEFAULT_EXPERIMENTS_DIR).glob("*.yaml"))
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> list[str]:
+    """`ASSAY_*` environment variables as `--set` flags (they sit between the file and the CLI)."""
+    env = os.environ if environ is None else environ
+    flags = []
+    for var, key in ENV_OVERRIDES.items():
+        if env.get(var):
+            value = env[var]
+            flags.append(f"{key}=[{value}]" if key == "models" else f"{key}={value}")
+    return flags
+
+
+def load_experiment(
+    source: str | Path,
+    overrides: Iterable[str] = (),
+    *,
+    environ: Mapping[str, str] | None = None,
+    experiments_dir: Path | None = None,
+) -> ExperimentConfig:
+    """Load an experiment by name or path; apply env then `--set` overrides (those not about models.*)."""
+    path = Path(source) if str(source).endswith((".yaml", ".yml")) else experiment_path(str(source), experiments_dir)
+    data = read_yaml(path)
+    data.setdefault("name", path.stem)
+    flags = [*env_overrides(environ), *overrides]
+    apply_overrides(data, [flag for flag in flags if not flag.startswith("models.")])
+    return validate_as(ExperimentConfig, data, str(path))

@@ -1,0 +1,127 @@
+"""Generic item loaders (inline, csv, jsonl) with limit and reproducible sampling.
+
+An item is one thing the experiment asks a model about: an id, its fields (used by prompt templates) and
+an optional gold label. Bad rows are reported with their line number and skipped; the rest load.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import REPO_ROOT, DatasetConfig
+from pipeline.llm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Item:
+    """One dataset item: id, fields for the prompt, gold label (None if unlabelled)."""
+
+    item_id: str
+    fields: Mapping[str, Any]
+    gold: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """A row that could not be loaded: where, why, and its raw text."""
+
+    row_number: int
+    reason: str
+    raw: str = ""
+
+
+@dataclass
+class ItemSet:
+    """Loaded items plus the rows that were skipped."""
+
+    items: list[Item]
+    errors: list[ItemError] = field(default_factory=list)
+    source: str = ""
+
+
+def resolve_path(path: str, root: Path = REPO_ROOT) -> Path:
+    """A dataset path: absolute as given, else relative to the repository root."""
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else root / candidate
+
+
+def load_item_set(config: DatasetConfig, root: Path = REPO_ROOT) -> ItemSet:
+    """Load items as `config` says (inline, csv, jsonl), then apply limit and sampling."""
+    if config.loader == "inline":
+        rows: Iterable[tuple[int, Mapping[str, Any] | str]] = enumerate(config.items, start=1)
+        source = "inline items"
+    elif config.loader in ("csv", "jsonl"):
+        if not config.path:
+            raise ConfigError(f"dataset.loader {config.loader!r} needs dataset.path (a file to load)")
+        path = resolve_path(config.path, root)
+        if not path.exists():
+            raise ConfigError(f"dataset.path {str(path)!r} does not exist; give an existing {config.loader} file")
+        rows = _csv_rows(path) if config.loader == "csv" else _jsonl_rows(path)
+        source = str(path)
+    else:
+        raise ConfigError(f"dataset.loader {config.loader!r} is not known here; expected inline, csv or jsonl")
+    item_set = items_from_rows(rows, config, source)
+    return sample_items(item_set, config)
+
+
+def items_from_rows(rows: Iterable[tuple[int, Mapping[str, Any] | str]], config: DatasetConfig, source: str) -> ItemSet:
+    """Turn raw rows into Items; rows missing the id or text go to errors with their line number."""
+    items: list[Item] = []
+    errors: list[ItemError] = []
+    seen: dict[str, int] = {}
+    for number, row in rows:
+        if isinstance(row, str):  # a line that did not parse
+            errors.append(ItemError(number, "not valid JSON", row[:200]))
+            continue
+        item_id = str(row.get(config.id_field, "") or "").strip()
+        text = str(row.get(config.text_field, "") or "").strip()
+        if not item_id:
+            errors.append(ItemError(number, f"empty {config.id_field!r}", json.dumps(dict(row))[:200]))
+            continue
+        if not text:
+            errors.append(ItemError(number, f"empty {config.text_field!r}", json.dumps(dict(row))[:200]))
+            continue
+        if item_id in seen:
+            errors.append(ItemError(number, f"duplicate id {item_id!r} (first on row {seen[item_id]})"))
+            continue
+        seen[item_id] = number
+        gold = row.get(config.gold_field) if config.gold_field else None
+        fields = {key: value for key, value in row.items() if key != config.gold_field}
+        fields.setdefault("text", text)
+        items.append(Item(item_id, fields, str(gold) if gold not in (None, "") else None))
+    return ItemSet(items, errors, source)
+
+
+def sample_items(item_set: ItemSet, config: DatasetConfig) -> ItemSet:
+    """Apply `limit` (first n) then `sample` (n at random with the seed, kept in file order)."""
+    items = item_set.items[: config.limit] if config.limit else item_set.items
+    if config.sample.n is not None and config.sample.n < len(items):
+        chosen = set(random.Random(config.sample.seed).sample(range(len(items)), config.sample.n))
+        items = [item for index, item in enumerate(items) if index in chosen]
+    return ItemSet(items, item_set.errors, item_set.source)
+
+
+def _csv_rows(path: Path) -> Iterable[tuple[int, Mapping[str, Any] | str]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            yield reader.line_num, row
+
+
+def _jsonl_rows(path: Path) -> Iterable[tuple[int, Mapping[str, Any] | str]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                yield number, line
+                continue
+            yield number, value if isinstance(value, dict) else line

@@ -1,0 +1,329 @@
+"""LLMClient: the one wrapper every model call goes through.
+
+`await client.complete(spec)` returns the stored answer if there is one (no call), else reserves budget,
+calls the model through litellm under the endpoint's limits, retries transient failures with backoff,
+falls back to the alias's fallbacks, writes the response durably to the store *before* returning, and
+traces every attempt. litellm's own retries are off, so attempts are counted and traced here only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pipeline.calls import CallSpec
+from pipeline.config import ModelConfig, ModelZoo
+from pipeline.llm.cost import Budget, Usage, actual_cost, estimate_cost
+from pipeline.llm.errors import (
+    FatalProviderError,
+    MissingCredentials,
+    ProviderError,
+    RateLimited,
+    TransientProviderError,
+)
+from pipeline.llm.limits import AdaptiveLimiter
+from pipeline.llm.retry import RetryPolicy, classify
+from pipeline.store import ResponseStore, StoredResponse, scrub_secrets, utc_now
+
+# Where each provider's key lives when the zoo does not say (litellm's own conventions).
+DEFAULT_KEY_ENV = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "together_ai": "TOGETHERAI_API_KEY",
+}
+NO_KEY = "assay-no-key"  # OpenAI-compatible clients insist on some key even for keyless servers
+STORE_IO_THREADS = 8
+"""Threads for store reads, writes (two fsyncs each) and trace appends, kept apart from the default
+executor: litellm runs a step of every call there, so sharing it queued calls behind fsyncs and writes
+behind calls (arrival-to-durable p99 went from ~30 ms to ~500 ms in benchmarks/throughput.py)."""
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """The outcome of `LLMClient.complete`.
+
+    Attributes:
+        call_id: the spec's content hash.
+        text: the answer's text.
+        usage: tokens billed.
+        cost_usd: usage x price (0 when served from the store: it was paid for before).
+        latency_s: seconds of the successful attempt (as stored).
+        attempts: attempts made (as stored).
+        model_used: litellm id that answered; alias_used: its zoo alias.
+        from_store: True when no call was made.
+        record: the stored record.
+    """
+
+    call_id: str
+    text: str
+    usage: Usage
+    cost_usd: float
+    latency_s: float
+    attempts: int
+    model_used: str
+    alias_used: str
+    from_store: bool
+    record: StoredResponse
+
+    @classmethod
+    def from_record(cls, record: StoredResponse, *, from_store: bool) -> CallResult:
+        """Build a result view of a stored record."""
+        usage = Usage(int(record.usage.get("prompt_tokens", 0)), int(record.usage.get("completion_tokens", 0)))
+        return cls(
+            call_id=record.call_id,
+            text=record.text,
+            usage=usage,
+            cost_usd=0.0 if from_store else record.cost_usd,
+            latency_s=record.latency_s,
+            attempts=record.attempts,
+            model_used=record.model_used,
+            alias_used=record.alias_used,
+            from_store=from_store,
+            record=record,
+        )
+
+
+def resolve_key(alias: str, config: ModelConfig, environ: Mapping[str, str]) -> str:
+    """The API key for `config`, read from the environment at call time; never stored anywhere."""
+    if not config.needs_key:
+        return NO_KEY
+    env_name = config.api_key_env or DEFAULT_KEY_ENV.get(config.provider)
+    if env_name is None:
+        import litellm
+
+        missing = litellm.validate_environment(model=config.model).get("missing_keys") or []
+        if not missing:
+            return ""  # litellm finds the key itself (e.g. cloud credentials)
+        env_name = missing[0]
+    key = environ.get(env_name, "")
+    if not key:
+        raise MissingCredentials(
+            f"model alias {alias!r} ({config.model}) needs an API key: set {env_name}, "
+            "or run on the offline model with --model local",
+            model=config.model,
+        )
+    return key
+
+
+class LLMClient:
+    """Async client over litellm with store, budget, limits, retries and fallbacks."""
+
+    def __init__(
+        self,
+        zoo: ModelZoo,
+        store: ResponseStore,
+        *,
+        budget: Budget | None = None,
+        retry: RetryPolicy | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.zoo = zoo
+        self.store = store
+        self.budget = budget or Budget(None)
+        self.retry = retry or RetryPolicy()
+        self.environ = os.environ if environ is None else environ
+        self._limiters: dict[tuple[int, str, str | None], AdaptiveLimiter] = {}
+        self._store_io = ThreadPoolExecutor(max_workers=STORE_IO_THREADS, thread_name_prefix="assay-store-io")
+
+    # -- public ---------------------------------------------------------------------------------------
+    def spec_for(
+        self, alias: str, messages: list[dict[str, str]] | tuple[dict[str, str], ...], **params: Any
+    ) -> CallSpec:
+        """A CallSpec for `alias` with the zoo's resolved model id, pin and api_base."""
+        config = self.zoo.get(alias)
+        return CallSpec(
+            alias=alias,
+            model=config.model,
+            version=config.version,
+            api_base=config.api_base,
+            messages=tuple(dict(message) for message in messages),
+            **params,
+        )
+
+    async def complete(self, spec: CallSpec) -> CallResult:
+        """Answer `spec`: from the store if already answered, else by calling the model (see module doc)."""
+        # On the loop, not in a thread: a miss is one failed open() (~10 us) and a hit one small read, both
+        # cheaper than the thread hop, whose GIL hand-offs cost milliseconds while the loop is busy.
+        stored = self.store.get(spec.call_id)
+        if stored is not None:
+            return CallResult.from_record(stored, from_store=True)
+
+        config = self.zoo.get(spec.alias)
+        key = resolve_key(spec.alias, config, self.environ)  # fail before reserving anything
+        # Any model of the fallback chain may end up answering, so hold the dearest one's estimate:
+        # reserving only the primary's would let a pricier fallback cross the budget.
+        chain = [config, *(self.zoo.get(fallback) for fallback in config.fallbacks)]
+        reservation = self.budget.reserve(max(estimate_cost(spec, cfg).usd for cfg in chain))
+        actual: float | None = None
+        try:
+            record = await self._call_with_fallbacks(spec, config, key)
+            actual = record.cost_usd
+            await self._in_store_thread(self.store.put, record)
+        finally:
+            self.budget.settle(reservation, actual)
+        return CallResult.from_record(record, from_store=False)
+
+    # -- internals ------------------------------------------------------------------------------------
+    async def _in_store_thread(self, function: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._store_io, function, *args)
+
+    async def _call_with_fallbacks(self, spec: CallSpec, config: ModelConfig, key: str) -> StoredResponse:
+        started_at = utc_now()
+        attempts_so_far = 0
+        last_error: ProviderError | None = None
+        chain = [(spec.alias, config, key)]
+        for fallback in config.fallbacks:
+            fallback_config = self.zoo.get(fallback)
+            try:
+                chain.append((fallback, fallback_config, resolve_key(fallback, fallback_config, self.environ)))
+            except MissingCredentials as exc:
+                self.store.append_trace(
+                    spec.call_id, {"event": "fallback_skipped", "alias": fallback, "error": str(exc)}
+                )
+        for alias, model_config, model_key in chain:
+            try:
+                response, latency, attempts = await self._call_with_retries(spec, alias, model_config, model_key)
+            except (RateLimited, TransientProviderError) as exc:
+                attempts_so_far += model_config.max_attempts
+                last_error = exc
+                continue
+            except ProviderError:
+                raise
+            usage = _usage_of(response)
+            return StoredResponse(
+                call_id=spec.call_id,
+                request=spec.to_record(),
+                text=_text_of(response),
+                raw_response=_raw_of(response),
+                usage={"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+                cost_usd=actual_cost(usage, model_config),
+                latency_s=latency,
+                started_at=started_at,
+                finished_at=utc_now(),
+                attempts=attempts_so_far + attempts,
+                model_used=model_config.model,
+                alias_used=alias,
+            )
+        assert last_error is not None
+        raise last_error
+
+    async def _call_with_retries(
+        self, spec: CallSpec, alias: str, config: ModelConfig, key: str
+    ) -> tuple[Any, float, int]:
+        limiter = self._limiter(config)
+        tokens = estimate_cost(spec, config)
+        attempt = 0
+        while True:
+            attempt += 1
+            begun = time.monotonic()
+            try:
+                async with limiter.slot(tokens.prompt_tokens + tokens.max_output_tokens):
+                    begun = time.monotonic()
+                    response = await self._send(spec, config, key)
+            except BaseException as raw:  # noqa: BLE001 - classified below, unknown ones re-raised
+                if isinstance(raw, asyncio.CancelledError):
+                    raise
+                error = classify(
+                    raw, model=config.model, key_env=config.api_key_env or DEFAULT_KEY_ENV.get(config.provider)
+                )
+                await self._trace(spec, alias, config, attempt, begun, error)
+                if not isinstance(error, ProviderError):
+                    raise
+                if isinstance(error, RateLimited):
+                    limiter.on_rate_limited()
+                retryable = isinstance(error, RateLimited | TransientProviderError)
+                if not retryable or attempt >= config.max_attempts:
+                    raise error from None
+                await asyncio.sleep(self.retry.wait_s(attempt, error))
+                continue
+            latency = time.monotonic() - begun
+            await self._trace(spec, alias, config, attempt, begun, None)
+            await limiter.on_success()
+            return response, latency, attempt
+
+    async def _send(self, spec: CallSpec, config: ModelConfig, key: str) -> Any:
+        import litellm
+
+        litellm.suppress_debug_info = True  # its "Give Feedback" banner would drown our own error lines
+        if config.provider == "local":
+            from pipeline.llm.local_provider import register_local_provider
+
+            register_local_provider()
+        kwargs: dict[str, Any] = {
+            "model": config.model,
+            "messages": [dict(message) for message in spec.messages],
+            "timeout": config.timeout_s,
+            "num_retries": 0,  # retries happen in exactly one place: here
+            "max_retries": 0,
+            "drop_params": True,  # e.g. Anthropic has no seed; the call_id still records what we asked
+        }
+        if config.api_base:
+            kwargs["api_base"] = config.api_base
+        if key:
+            kwargs["api_key"] = key
+        for name in ("temperature", "top_p", "max_tokens", "seed", "response_format"):
+            value = getattr(spec, name)
+            if value is not None:
+                kwargs[name] = value
+        # litellm's timeout does not cover every transport stall; this one always fires.
+        return await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=config.timeout_s + 1.0)
+
+    def _limiter(self, config: ModelConfig) -> AdaptiveLimiter:
+        # asyncio primitives belong to one event loop; a client may serve several asyncio.run() calls.
+        key = (id(asyncio.get_running_loop()), config.model, config.api_base)
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = AdaptiveLimiter(config.limits)
+        return limiter
+
+    async def _trace(
+        self, spec: CallSpec, alias: str, config: ModelConfig, attempt: int, begun: float, error: BaseException | None
+    ) -> None:
+        event: dict[str, Any] = {
+            "event": "attempt",
+            "attempt": attempt,
+            "alias": alias,
+            "model": config.model,
+            "latency_s": round(time.monotonic() - begun, 4),
+            "outcome": "ok" if error is None else "error",
+        }
+        if error is not None:
+            event["error_type"] = type(error).__name__
+            event["message"] = scrub_secrets(str(error))
+            event["status_code"] = getattr(error, "status_code", None)
+            event["retry_after"] = getattr(error, "retry_after", None)
+        # Off the event loop: creating a trace file can block for milliseconds while other threads fsync.
+        await self._in_store_thread(self.store.append_trace, spec.call_id, event)
+
+
+def _usage_of(response: Any) -> Usage:
+    usage = getattr(response, "usage", None)
+    return Usage(int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0))
+
+
+def _text_of(response: Any) -> str:
+    try:
+        return response.choices[0].message.content or ""
+    except (AttributeError, IndexError):
+        return ""
+
+
+def _raw_of(response: Any) -> dict[str, Any]:
+    try:
+        raw = response.model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - a provider object that cannot dump itself is still a valid answer
+        raw = {"repr": repr(response)}
+    return raw if isinstance(raw, dict) else {"value": raw}
+
+
+__all__ = ["CallResult", "FatalProviderError", "LLMClient", "resolve_key"]

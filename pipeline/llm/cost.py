@@ -1,0 +1,169 @@
+"""Cost: estimates before a call, actual cost after it, and the run budget.
+
+Estimates are deliberately upper bounds: prompt tokens (tiktoken for OpenAI models; characters / 3.5 for
+the rest, which over-counts English for Anthropic's and Gemini's tokenizers) plus the call's full
+`max_tokens` as output. The budget reserves each call's estimate before sending it, so concurrent calls
+can never jointly cross the limit on estimates. Worst-case overshoot of *actual* spend: only where a
+provider bills more tokens than estimated, i.e. when the non-OpenAI approximation under-counts a
+prompt; for OpenAI models it is zero. Finished responses are never discarded when the budget stops a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from pipeline.calls import CallSpec
+from pipeline.config import ModelConfig
+from pipeline.llm.errors import BudgetExceeded, ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_OUTPUT_TOKENS = 1024  # used for estimates when a call sets no max_tokens
+CHARS_PER_TOKEN_APPROX = 3.5
+TOKENS_PER_MESSAGE = 4  # role and separators, as OpenAI's cookbook counts them
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Upper-bound estimate of one call."""
+
+    prompt_tokens: int
+    max_output_tokens: int
+    usd: float
+    method: str  # "tiktoken:<encoding>" or "chars/3.5"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens billed for one call."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        """prompt + completion."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@lru_cache(maxsize=8)
+def _encoding(name: str) -> Any:
+    # litellm points TIKTOKEN_CACHE_DIR at the encodings it ships, so this works offline.
+    import litellm.litellm_core_utils.default_encoding  # noqa: F401
+    import tiktoken
+
+    return tiktoken.get_encoding(name)
+
+
+def _encoding_name(model: str) -> str | None:
+    provider, _, name = model.partition("/")
+    if provider != "openai":
+        return None
+    return "o200k_base" if name.startswith(("gpt-4o", "gpt-4.1", "o1", "o3", "o4", "gpt-5")) else "cl100k_base"
+
+
+def count_prompt_tokens(spec: CallSpec) -> tuple[int, str]:
+    """Prompt tokens of `spec` and the method used to count them."""
+    text_parts = [message["content"] for message in spec.messages]
+    if spec.response_format is not None:
+        text_parts.append(str(spec.response_format))  # schemas are sent along and billed
+    encoding_name = _encoding_name(spec.model)
+    if encoding_name is not None:
+        encoding = _encoding(encoding_name)
+        tokens = sum(len(encoding.encode(part)) for part in text_parts)
+        method = f"tiktoken:{encoding_name}"
+    else:
+        tokens = math.ceil(sum(len(part) for part in text_parts) / CHARS_PER_TOKEN_APPROX)
+        method = f"chars/{CHARS_PER_TOKEN_APPROX}"
+    return tokens + TOKENS_PER_MESSAGE * len(spec.messages) + 3, method
+
+
+def price_per_token(config: ModelConfig) -> tuple[float, float]:
+    """USD per prompt token and per completion token: the zoo's price, else litellm's table, else 0."""
+    if config.price is not None:
+        return config.price.input_per_mtok / 1e6, config.price.output_per_mtok / 1e6
+    try:
+        import litellm
+
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model=config.model, prompt_tokens=1_000_000, completion_tokens=1_000_000
+        )
+        return prompt_cost / 1e6, completion_cost / 1e6
+    except Exception:  # noqa: BLE001 - litellm raises plain Exception for unmapped models
+        log.warning("no price known for %s: cost counted as 0 (set price: in configs/models.yaml)", config.model)
+        return 0.0, 0.0
+
+
+def estimate_cost(spec: CallSpec, config: ModelConfig) -> CostEstimate:
+    """Upper-bound cost of `spec` on `config`'s model."""
+    prompt_tokens, method = count_prompt_tokens(spec)
+    max_output = spec.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS
+    per_in, per_out = price_per_token(config)
+    return CostEstimate(prompt_tokens, max_output, prompt_tokens * per_in + max_output * per_out, method)
+
+
+def actual_cost(usage: Usage, config: ModelConfig) -> float:
+    """Cost of a finished call: usage x price."""
+    per_in, per_out = price_per_token(config)
+    return usage.prompt_tokens * per_in + usage.completion_tokens * per_out
+
+
+@dataclass
+class Reservation:
+    """Budget held for one call in flight."""
+
+    usd: float
+    released: bool = False
+
+
+class Budget:
+    """A hard spending limit shared by all concurrent calls of a run (thread- and task-safe).
+
+    `reserve` refuses the call whose estimate would take spent + reserved past the limit; `settle`
+    replaces the reservation with the actual cost once the call is done (or releases it on failure).
+    """
+
+    def __init__(self, limit_usd: float | None, already_spent_usd: float = 0.0) -> None:
+        if limit_usd is not None and limit_usd < 0:
+            raise ConfigError(f"budget must be >= 0 USD, found {limit_usd}; use e.g. --max-cost 5.00")
+        self.limit_usd = limit_usd
+        self.spent_usd = already_spent_usd
+        self.reserved_usd = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self, estimate_usd: float) -> Reservation:
+        """Hold `estimate_usd` for a call, or raise BudgetExceeded without holding anything."""
+        with self._lock:
+            if self.limit_usd is not None and self.spent_usd + self.reserved_usd + estimate_usd > self.limit_usd:
+                raise BudgetExceeded(
+                    f"budget ${self.limit_usd:.4f} would be exceeded: spent ${self.spent_usd:.4f}, "
+                    f"in flight ${self.reserved_usd:.4f}, next call up to ${estimate_usd:.4f}. "
+                    "Finished responses are stored; resume with a larger --max-cost.",
+                    spent_usd=self.spent_usd,
+                    budget_usd=self.limit_usd,
+                    next_estimate_usd=estimate_usd,
+                )
+            self.reserved_usd += estimate_usd
+            return Reservation(estimate_usd)
+
+    def settle(self, reservation: Reservation, actual_usd: float | None) -> None:
+        """Release `reservation`; add `actual_usd` to spend (None: the call failed, nothing billed)."""
+        with self._lock:
+            if reservation.released:
+                return
+            reservation.released = True
+            self.reserved_usd = max(0.0, self.reserved_usd - reservation.usd)
+            if actual_usd:
+                self.spent_usd += actual_usd
+
+    @property
+    def remaining_usd(self) -> float | None:
+        """Budget left after spend and reservations; None when unlimited."""
+        if self.limit_usd is None:
+            return None
+        return self.limit_usd - self.spent_usd - self.reserved_usd

@@ -1,0 +1,311 @@
+"""ResponseStore: one durable, checksummed JSON record per call, keyed by call_id.
+
+The store is at once the archive (every response kept with its request, usage, cost and timing), the cache
+(a stored call_id is never sent again) and the resume mechanism (a crashed run resumes from what is here).
+Layout under the root:
+
+    records/<id[:2]>/<id>.json     one StoredResponse, written atomically (temp file, fsync, rename)
+    traces/<id[:2]>/<id>.jsonl     every attempt of the call, failed ones included, one JSON line each
+    quarantine/                    records whose checksum failed, moved aside for inspection
+
+Records never contain API keys: requests are stored from `CallSpec.to_record()` (which has no key field)
+and every free-text field written here passes through `scrub_secrets`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.calls import CallSpec, canonical_json, diff_output_fields
+
+log = logging.getLogger(__name__)
+
+RECORD_FORMAT_VERSION = 1
+
+# Shapes of provider keys; anything matching is replaced before it reaches disk. The lookbehind keeps
+# words like "disk-usage-monitor" or "task-12345678" intact: a key starts where a word starts.
+_KEY_PATTERNS = re.compile(
+    r"(?<![A-Za-z0-9])"
+    r"(sk-ant-[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9_-]{8,}|AIza[0-9A-Za-z_-]{20,}|(?i:bearer)\s+[A-Za-z0-9._-]{8,})"
+)
+_KEY_ENV_HINTS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+def scrub_secrets(text: str) -> str:
+    """Remove API keys from `text`: known key shapes, and the values of key-like environment variables."""
+    return _scrub(text, _secret_env_values()) if text else text
+
+
+def _secret_env_values() -> list[tuple[str, str]]:
+    # Read at call time (keys may be set after import); a pass over os.environ costs ~50 us, so callers
+    # scrubbing several strings take it once.
+    return [
+        (name, value)
+        for name, value in os.environ.items()
+        if len(value) >= 8 and any(hint in name.upper() for hint in _KEY_ENV_HINTS)
+    ]
+
+
+def _scrub(text: str, secrets: list[tuple[str, str]]) -> str:
+    for name, value in secrets:
+        if value in text:
+            text = text.replace(value, f"<{name} redacted>")
+    return _KEY_PATTERNS.sub("<redacted>", text)
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp with microseconds."""
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class StoredResponse:
+    """One answered call as kept on disk (format version RECORD_FORMAT_VERSION).
+
+    Attributes:
+        call_id: content hash of the request (see pipeline.calls).
+        request: the CallSpec as `to_record()` (no keys).
+        text: the answer's text content.
+        raw_response: the provider's response body as litellm returned it.
+        usage: {'prompt_tokens': int, 'completion_tokens': int}.
+        cost_usd: usage x the alias's price.
+        latency_s: seconds of the successful attempt.
+        started_at / finished_at: ISO UTC times of the whole call (all attempts).
+        attempts: attempts made, over all models tried.
+        model_used: litellm id that answered (differs from the request's after a fallback).
+        alias_used: the zoo alias that answered.
+    """
+
+    call_id: str
+    request: dict[str, Any]
+    text: str
+    raw_response: dict[str, Any]
+    usage: dict[str, int]
+    cost_usd: float
+    latency_s: float
+    started_at: str
+    finished_at: str
+    attempts: int
+    model_used: str
+    alias_used: str
+    format_version: int = RECORD_FORMAT_VERSION
+    stored_at: str = field(default_factory=utc_now)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The record with its checksum, ready to write."""
+        body = self._body()
+        return {**body, "checksum": _checksum(body)}
+
+    def _body(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "call_id": self.call_id,
+            "request": self.request,
+            "text": self.text,
+            "raw_response": self.raw_response,
+            "usage": self.usage,
+            "cost_usd": self.cost_usd,
+            "latency_s": self.latency_s,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "stored_at": self.stored_at,
+            "attempts": self.attempts,
+            "model_used": self.model_used,
+            "alias_used": self.alias_used,
+        }
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> StoredResponse:
+        """Parse a record; raises CorruptRecord if the checksum or the shape is wrong."""
+        data = dict(data)
+        checksum = data.pop("checksum", None)
+        if checksum != _checksum(data):
+            raise CorruptRecord(f"checksum mismatch (stored {checksum!r})")
+        if data.get("format_version") != RECORD_FORMAT_VERSION:
+            raise CorruptRecord(
+                f"format_version {data.get('format_version')!r}; this Assay reads {RECORD_FORMAT_VERSION}"
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise CorruptRecord(f"unexpected fields: {exc}") from None
+
+    @property
+    def spec(self) -> CallSpec:
+        """The request as a CallSpec."""
+        return CallSpec.from_record(self.request)
+
+
+class CorruptRecord(Exception):
+    """A stored record failed its checksum or does not parse; it is treated as a miss."""
+
+
+def _checksum(body: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class MissExplanation:
+    """Why a call was not found: the nearest stored call of the same item and the fields that differ."""
+
+    call_id: str
+    found: bool
+    nearest_call_id: str | None
+    differing_fields: tuple[str, ...]
+    candidates: int
+
+    def __str__(self) -> str:
+        if self.found:
+            return f"call {self.call_id} is stored"
+        if self.nearest_call_id is None:
+            return f"call {self.call_id}: no stored call for this item ({self.candidates} records looked at)"
+        return (
+            f"call {self.call_id}: nearest stored call {self.nearest_call_id} differs in "
+            f"{', '.join(self.differing_fields)}"
+        )
+
+
+class ResponseStore:
+    """Content-addressed, checksummed records of answered calls, plus per-call attempt traces."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.records_dir = self.root / "records"
+        self.traces_dir = self.root / "traces"
+        self.quarantine_dir = self.root / "quarantine"
+        self.corrupt_seen: list[str] = []
+
+    # -- paths ------------------------------------------------------------------------------------------
+    def record_path(self, call_id: str) -> Path:
+        """Where the record of `call_id` lives."""
+        return self.records_dir / call_id[:2] / f"{call_id}.json"
+
+    def trace_path(self, call_id: str) -> Path:
+        """Where the attempt trace of `call_id` lives."""
+        return self.traces_dir / call_id[:2] / f"{call_id}.jsonl"
+
+    # -- records ----------------------------------------------------------------------------------------
+    def put(self, record: StoredResponse) -> Path:
+        """Write `record` durably: temp file in the same folder, fsync, atomic rename, fsync the folder."""
+        path = self.record_path(record.call_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps(record.to_json_dict(), ensure_ascii=False, indent=1).encode("utf-8")
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{record.call_id}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+        return path
+
+    def get(self, call_id: str) -> StoredResponse | None:
+        """The record of `call_id`, or None if absent or corrupt (a corrupt one is reported and quarantined)."""
+        path = self.record_path(call_id)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return StoredResponse.from_json_dict(json.loads(raw))
+        except (CorruptRecord, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            self._quarantine(path, call_id, str(exc))
+            return None
+
+    def has(self, call_id: str) -> bool:
+        """True if a valid record exists (verifies the checksum)."""
+        return self.get(call_id) is not None
+
+    def iter_records(self) -> Iterator[StoredResponse]:
+        """Every valid record in the store (corrupt ones are reported and skipped)."""
+        if not self.records_dir.exists():
+            return
+        for path in sorted(self.records_dir.glob("*/*.json")):
+            record = self.get(path.stem)
+            if record is not None:
+                yield record
+
+    def stored_ids(self) -> set[str]:
+        """call_ids with a record file (not checksum-verified: a cheap listing for status views)."""
+        if not self.records_dir.exists():
+            return set()
+        return {path.stem for path in self.records_dir.glob("*/*.json")}
+
+    def _quarantine(self, path: Path, call_id: str, reason: str) -> None:
+        log.warning("corrupt response record %s (%s): treated as a miss, moved to quarantine/", path, reason)
+        self.corrupt_seen.append(call_id)
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        target = self.quarantine_dir / f"{call_id}.{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}.json"
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            pass  # another reader moved it first
+
+    # -- traces -----------------------------------------------------------------------------------------
+    def append_trace(self, call_id: str, event: dict[str, Any]) -> None:
+        """Append one attempt to the call's trace. Text fields are scrubbed of secrets."""
+        secrets = _secret_env_values()
+        clean = {key: _scrub(value, secrets) if isinstance(value, str) else value for key, value in event.items()}
+        line = json.dumps({"call_id": call_id, "at": utc_now(), **clean}, ensure_ascii=False) + "\n"
+        payload = line.encode("utf-8")
+        path = self.trace_path(call_id)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)  # only the first trace of a prefix folder
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            # One write() on an O_APPEND descriptor: concurrent appenders cannot interleave or overwrite
+            # lines, so no process-wide lock is needed (one serialized every trace behind the slowest open).
+            while payload:
+                payload = payload[os.write(fd, payload) :]
+        finally:
+            os.close(fd)
+
+    def read_trace(self, call_id: str) -> list[dict[str, Any]]:
+        """All attempts recorded for `call_id`, oldest first."""
+        path = self.trace_path(call_id)
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    # -- diagnostics ------------------------------------------------------------------------------------
+    def explain_miss(self, spec: CallSpec) -> MissExplanation:
+        """Name the fields in which `spec` differs from the nearest stored call of the same item."""
+        if self.has(spec.call_id):
+            return MissExplanation(spec.call_id, True, spec.call_id, (), 1)
+        best: tuple[int, str, list[str]] | None = None
+        candidates = 0
+        for record in self.iter_records():
+            if record.request.get("item_id") != spec.item_id:
+                continue
+            candidates += 1
+            differing = diff_output_fields(spec, record.request)
+            if best is None or len(differing) < best[0]:
+                best = (len(differing), record.call_id, differing)
+        if best is None:
+            return MissExplanation(spec.call_id, False, None, (), candidates)
+        return MissExplanation(spec.call_id, False, best[1], tuple(best[2]), candidates)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is only durable once the directory entry is on disk.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
