@@ -6,7 +6,7 @@ from dagster import Definitions
 
 from assets.experiment import build_experiment_definitions
 from pipeline.config import list_experiments
-from resources.assay import AssayResource
+from resources.assay import AssayResource, NullIOManager
 
 
 def build_definitions() -> Definitions:
@@ -16,7 +16,7 @@ def build_definitions() -> Definitions:
         assets=[asset for exp in experiments for asset in exp.assets],
         asset_checks=[check for exp in experiments for check in exp.checks],
         jobs=[job for exp in experiments for job in exp.jobs],
-        resources={"assay": AssayResource()},
+        resources={"assay": AssayResource(), "assay_null_io": NullIOManager()},
     )
 
 

@@ -5,6 +5,7 @@ Every body is a few lines over pipeline.session.ExperimentSession.
 """
 
 from collections.abc import Iterator
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    Output,
     asset,
     asset_check,
     define_asset_job,
@@ -130,6 +132,7 @@ def build_experiment_definitions(name: str) -> ExperimentDefinitions:
                 "already_stored": summary.already_stored,
                 "new_partitions": len(new_keys),
                 "estimated_cost_usd": round(summary.estimated_cost_usd, 6),
+                "spent_usd": round(summary.spent_usd, 6),
                 "budget_usd": summary.budget_usd if summary.budget_usd is not None else "unlimited",
             }
         )
@@ -141,25 +144,36 @@ def build_experiment_definitions(name: str) -> ExperimentDefinitions:
         metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
         estimate = float(metadata["estimated_cost_usd"].value) if "estimated_cost_usd" in metadata else 0.0
         budget = session.config.budget.max_cost_usd
+        spent = float(metadata["spent_usd"].value) if "spent_usd" in metadata else 0.0
+        fits = budget is None or spent + estimate <= budget or not session.config.budget.block_on_estimate
         return AssetCheckResult(
-            passed=budget is None or estimate <= budget,
+            passed=fits,
             severity=AssetCheckSeverity.ERROR,
-            metadata={"estimated_cost_usd": estimate, "budget_usd": budget if budget is not None else "unlimited"},
+            metadata={
+                "estimated_cost_usd": estimate,
+                "spent_usd": spent,
+                "budget_usd": budget if budget is not None else "unlimited",
+            },
             description=None
-            if budget is None or estimate <= budget
-            else f"estimated ${estimate:.4f} exceeds the budget ${budget:.4f}; raise --max-cost or lower --limit",
+            if fits
+            else f"spent ${spent:.4f} + estimated ${estimate:.4f} for the calls still to send exceeds the budget "
+            f"${budget:.4f}; raise --max-cost or lower --limit",
         )
+
+    # backfill_policy is marked beta in Dagster 1.13; it is the documented way to batch partitions per run.
+    warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=Warning)
 
     @asset(
         name="llm_responses",
         deps=[llm_calls],
         partitions_def=partitions,
         output_required=False,
+        io_manager_key="assay_null_io",  # responses live in the ResponseStore, not in Dagster's IO manager
         backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=config.run.batch_size),
         description="One stored LLM response per call partition (ResponseStore); failed calls stay FAILED.",
         **common,
     )
-    def llm_responses(context: AssetExecutionContext, assay: AssayResource) -> Iterator[AssetMaterialization]:
+    def llm_responses(context: AssetExecutionContext, assay: AssayResource) -> Iterator[Any]:
         session = assay.session(name)
         plan = session.load_plan()
         keys = context.partition_keys if context.has_partition_key_range else plan.call_ids
@@ -188,6 +202,10 @@ def build_experiment_definitions(name: str) -> ExperimentDefinitions:
                 description=f"{cause}; finished responses are stored. Resume with: assay resume {name}",
                 metadata={"failed": summary.failed, "not_started": summary.not_started, "errors": str(summary.errors)},
             )
+        if not context.has_partition_key_range:
+            # A run without partition tags (`dagster job execute -j <name>_job`) covers the whole plan; an
+            # Output lets the downstream steps of the same run go ahead. Range runs record partitions only.
+            yield Output(None)
 
     @asset(
         name="extractions",

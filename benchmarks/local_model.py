@@ -226,10 +226,8 @@ def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=len(ITEMS), help="how many of the 50 items to classify")
-    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all CPUs)")
-    parser.add_argument(
-        "--compare-wording", type=int, default=0, metavar="N", help="also run yes/no on N items"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: its own)")
+    parser.add_argument("--compare-wording", type=int, default=0, metavar="N", help="also run yes/no on N items")
     args = parser.parse_args()
     items = ITEMS[: args.items]
 
@@ -237,15 +235,14 @@ def main() -> None:
     started = time.perf_counter()
     loaded = handler.model(MODEL_NAME)
     ready = time.perf_counter() - started
-    print(f"model: {MODEL_ID} ({loaded.path}), threads: {args.threads or available_cpus()}")
+    threads = f"{loaded.llama.n_threads} (prompt: {loaded.llama.n_threads_batch})"
+    print(f"model: {MODEL_ID} ({loaded.path}), CPUs: {available_cpus()}, threads: {threads}")
     print(f"assemble/verify + load: {ready:.2f} s (llama.cpp load alone: {loaded.load_seconds:.2f} s)")
 
     before = read_perf(handler)
     stats, labels = asyncio.run(run_choose(items))
     after = read_perf(handler)
-    prompt_tps = (
-        (after.prompt_tokens - before.prompt_tokens) / max(after.prompt_ms - before.prompt_ms, 1e-9) * 1e3
-    )
+    prompt_tps = (after.prompt_tokens - before.prompt_tokens) / max(after.prompt_ms - before.prompt_ms, 1e-9) * 1e3
     gen_tps = (after.eval_tokens - before.eval_tokens) / max(after.eval_ms - before.eval_ms, 1e-9) * 1e3
     print(
         f"choose-from-list: {stats.calls} items in {stats.wall_seconds:.1f} s = "
@@ -260,9 +257,7 @@ def main() -> None:
         f"llama.cpp counters: generation {gen_tps:.1f} tok/s, prompt processing {prompt_tps:.1f} tok/s"
     )
     print(f"  accuracy: {stats.correct}/{stats.calls} = {stats.correct / stats.calls:.0%}")
-    wrong = [
-        (text[:50], gold, label) for (text, gold), label in zip(items, labels, strict=True) if label != gold
-    ]
+    wrong = [(text[:50], gold, label) for (text, gold), label in zip(items, labels, strict=True) if label != gold]
     for text, gold, label in wrong:
         print(f"    wrong: {text!r}... gold={gold} got={label}")
 

@@ -40,20 +40,16 @@ TRAIN_WORDS: dict[str, list[str]] = {
     "sports": _words("football, goalkeeper, referee, tennis, marathon, stadium, playoffs, coach"),
     "finance": _words("stocks, dividend, interest rates, bank loan, inflation, bonds, mortgage, investors"),
     "cooking": _words("recipe, oven, garlic, frying pan, dough, soup, chef, spices"),
-    "technology": _words(
-        "software, laptop, compiler, smartphone, database, processor, algorithm, cloud server"
-    ),
+    "technology": _words("software, laptop, compiler, smartphone, database, processor, algorithm, cloud server"),
 }
 TEST_WORDS: dict[str, list[str]] = {
     "sports": _words("basketball, striker, olympics, umpire, hockey, sprinter, tournament, quarterback"),
     "finance": _words(
-        "hedge fund, shareholders, central bank, bankruptcy, portfolio, stock exchange, credit score, "
-        "pension fund"
+        "hedge fund, shareholders, central bank, bankruptcy, portfolio, stock exchange, credit score, pension fund"
     ),
     "cooking": _words("baking, omelette, cutting board, roast chicken, whisk, casserole, pastry, saucepan"),
     "technology": _words(
-        "operating system, microchip, programmer, wifi router, source code, graphics card, cybersecurity, "
-        "semiconductor"
+        "operating system, microchip, programmer, wifi router, source code, graphics card, cybersecurity, semiconductor"
     ),
 }
 TRAIN_TEMPLATES = [
@@ -170,15 +166,11 @@ def measure_accuracy(device: str, learning_rate: float, epochs: int, seed: int) 
 
 def main(argv: list[str] | None = None) -> int:
     """Print (and optionally write as JSON) the speed and accuracy figures."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index>")
     parser.add_argument("--steps", type=int, default=10, help="timed steps for the speed figure")
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps")
-    parser.add_argument(
-        "--learning-rate", type=float, nargs="+", default=[LoraTrainingConfig().learning_rate]
-    )
+    parser.add_argument("--learning-rate", type=float, nargs="+", default=[LoraTrainingConfig().learning_rate])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-speed", action="store_true")

@@ -94,12 +94,12 @@ class ExperimentLauncher:
         name = self.session.config.name
         print(f"assay: {name}: planning (models: {', '.join(self.session.aliases())})", flush=True)
         result = self._execute(self.names["plan"])
-        if not result.success:
-            print(f"assay: error: planning failed: {self._failure_text(result)}", file=sys.stderr)
-            return 2
-        failed_check = self._failed_check(result)
+        failed_check = self._failed_check(result)  # a failed blocking check also fails the run: say why first
         if failed_check:
             print(f"assay: error: {failed_check}", file=sys.stderr)
+            return 2
+        if not result.success:
+            print(f"assay: error: planning failed: {self._failure_text(result)}", file=sys.stderr)
             return 2
         return self._calls_then_analysis()
 
@@ -208,7 +208,11 @@ class ExperimentLauncher:
     def _execute(self, job_name: str, extra_tags: dict[str, str] | None = None) -> Any:
         repository = ReconstructableRepository.for_module("definitions", "defs", working_directory=str(REPO_ROOT))
         tags = {RUN_TAG_PID: str(os.getpid()), RUN_TAG_EXPERIMENT: self.session.config.name, **(extra_tags or {})}
-        run_config = {"resources": {"assay": {"config": {"overrides": self.overrides}}}}
+        run_config = {
+            "resources": {"assay": {"config": {"overrides": self.overrides}}},
+            # Dagster logs every call's event at DEBUG; the command prints its own progress instead.
+            "loggers": {"console": {"config": {"log_level": os.environ.get("ASSAY_LOG_LEVEL", "WARNING")}}},
+        }
         return execute_job(
             ReconstructableJob(repository, job_name),
             instance=self.instance,

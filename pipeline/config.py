@@ -286,6 +286,11 @@ class BudgetConfig(StrictModel):
     """Spending limit of one experiment run."""
 
     max_cost_usd: float | None = Field(None, ge=0, description="Hard stop in USD; None = unlimited.")
+    block_on_estimate: bool = Field(
+        True,
+        description="Refuse to start when spend + the upper-bound estimate exceeds the budget. False: start "
+        "anyway and stop before the first call that would cross it (the live hard stop).",
+    )
 
 
 class RunConfig(StrictModel):

@@ -48,11 +48,12 @@ class PlanSummary:
     estimated_cost_usd: float
     budget_usd: float | None
     already_stored: int
+    spent_usd: float
 
     @property
     def within_budget(self) -> bool:
-        """True when the estimate of the calls still to send fits the budget."""
-        return self.budget_usd is None or self.estimated_cost_usd <= self.budget_usd
+        """True when what this plan has cost so far plus the estimate of the calls still to send fits."""
+        return self.budget_usd is None or self.spent_usd + self.estimated_cost_usd <= self.budget_usd
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class ExperimentSession:
         self.store = ResponseStore(self.home / "store")
         self.work_dir = self.home / "work" / self.config.name
         self.experiment: ClassifyExperiment = experiment_for(self.config)
+        self.experiment.zoo = self.zoo  # report hooks price calls with the zoo as overridden for this run
 
     # -- paths ------------------------------------------------------------------------------------------
     @property
@@ -166,7 +168,8 @@ class ExperimentSession:
             if call.call_id not in stored
         )
         already = sum(1 for call in plan.calls if call.call_id in stored)
-        return PlanSummary(plan, estimate, self.config.budget.max_cost_usd, already)
+        spent = self.status(plan).spent_usd if already else 0.0
+        return PlanSummary(plan, estimate, self.config.budget.max_cost_usd, already, spent)
 
     def load_plan(self) -> CallPlan:
         """The current plan (written by `plan`)."""

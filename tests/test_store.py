@@ -142,9 +142,7 @@ def test_corrupt_record_is_sent_again_by_the_client(
     assert len(list(store.quarantine_dir.iterdir())) == 1
 
 
-def test_trace_has_a_line_for_every_attempt(
-    client: LLMClient, store: ResponseStore, server: FakeOpenAIServer
-) -> None:
+def test_trace_has_a_line_for_every_attempt(client: LLMClient, store: ResponseStore, server: FakeOpenAIServer) -> None:
     messages = msgs("flaky twice")
     server.inject("500", times=1, match="flaky twice")
     server.inject("503", times=1, match="flaky twice")

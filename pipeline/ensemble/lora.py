@@ -242,9 +242,7 @@ def validate_training_data(texts: Sequence[str], labels: Sequence[str]) -> Train
         )
     bad_labels = [(i, lab) for i, lab in enumerate(labels) if not isinstance(lab, str)]
     if bad_labels:
-        raise ValueError(
-            f"labels must be strings; got {bad_labels[:5]} (index, value); convert them with str() first"
-        )
+        raise ValueError(f"labels must be strings; got {bad_labels[:5]} (index, value); convert them with str() first")
     label_set = sorted(set(labels))
     if len(label_set) < 2:
         raise ValueError(
@@ -380,9 +378,7 @@ class LoraClassifier:
         import torch
 
         if isinstance(texts, str):
-            raise ValueError(
-                "predict_proba expects a sequence of texts, not a single string; wrap it: [text]"
-            )
+            raise ValueError("predict_proba expects a sequence of texts, not a single string; wrap it: [text]")
         texts = list(texts)
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
@@ -447,9 +443,7 @@ class LoraClassifier:
         source = Path(directory)
         meta_path = source / _META_FILE
         if not meta_path.is_file():
-            raise FileNotFoundError(
-                f"{meta_path} not found: {source} is not a folder written by LoraClassifier.save()"
-            )
+            raise FileNotFoundError(f"{meta_path} not found: {source} is not a folder written by LoraClassifier.save()")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         version = meta.get("format_version")
         if version != FORMAT_VERSION:
@@ -517,9 +511,7 @@ def train_lora_classifier(
     try:
         model = get_peft_model(base, peft_config)
     except ValueError as exc:
-        linear = sorted(
-            {n.rsplit(".", 1)[-1] for n, m in base.named_modules() if isinstance(m, torch.nn.Linear)}
-        )
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in base.named_modules() if isinstance(m, torch.nn.Linear)})
         raise ValueError(
             f"target_modules={list(config.target_modules)} do not match layers of {config.base_model!r}: "
             f"{str(exc).rstrip('.')}. Its linear layer names are {linear}."

@@ -94,6 +94,8 @@ class ClassifyExperiment(ReportHooks):
     def __init__(self, config: ExperimentConfig) -> None:
         self.config = config
         self.prompts = PromptSet.from_config(config.prompts)
+        self.zoo: ModelZoo | None = None
+        """The session's model zoo (set by ExperimentSession), for hooks that price calls in reports."""
         if config.run.items_per_prompt > 1 and not config.prompts.user_batch:
             raise ConfigError(
                 f"experiment {config.name!r}: items_per_prompt={config.run.items_per_prompt} needs "
@@ -130,6 +132,14 @@ class ClassifyExperiment(ReportHooks):
             "required": [field],
             "additionalProperties": False,
         }
+
+    def validation_schema(self) -> dict[str, Any] | None:
+        """Schema an answer is validated against (default: the answer schema sent for constrained decoding).
+
+        A kind may validate only the shape here and leave the rest to `rules()`, whose reasons can name
+        the valid choices (they go into the repair prompt).
+        """
+        return self.answer_schema()
 
     def rules(self) -> tuple[BusinessRule, ...]:
         """Business rules beyond the schema (none for plain classification)."""
@@ -231,7 +241,7 @@ class ClassifyExperiment(ReportHooks):
             except OutputValidationError as exc:
                 return [answer(planned.item_ids[0], None, str(exc))]
             return [
-                answer(planned.item_ids[0], value, validate_answer(value, self.answer_schema(), self.rules()) or "")
+                answer(planned.item_ids[0], value, validate_answer(value, self.validation_schema(), self.rules()) or "")
             ]
         try:
             value = extract_json(text)
@@ -248,7 +258,7 @@ class ClassifyExperiment(ReportHooks):
                 results.append(answer(item_id, None, f"the batched answer has no entry for item {item_id!r}"))
                 continue
             value = {key: val for key, val in entry.items() if key != "item_id"}
-            results.append(answer(item_id, value, validate_answer(value, self.answer_schema(), self.rules()) or ""))
+            results.append(answer(item_id, value, validate_answer(value, self.validation_schema(), self.rules()) or ""))
         return results
 
     def repair_spec(self, planned: PlannedCall, text: str, reasons: Sequence[str]) -> CallSpec:

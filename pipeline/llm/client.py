@@ -236,7 +236,7 @@ class LLMClient:
                 error = classify(
                     raw, model=config.model, key_env=config.api_key_env or DEFAULT_KEY_ENV.get(config.provider)
                 )
-                await self._trace(spec, alias, config, attempt, begun, error)
+                self._trace(spec, alias, config, attempt, begun, error)
                 if not isinstance(error, ProviderError):
                     raise
                 if isinstance(error, RateLimited):
@@ -247,7 +247,7 @@ class LLMClient:
                 await asyncio.sleep(self.retry.wait_s(attempt, error))
                 continue
             latency = time.monotonic() - begun
-            await self._trace(spec, alias, config, attempt, begun, None)
+            self._trace(spec, alias, config, attempt, begun, None)
             await limiter.on_success()
             return response, latency, attempt
 
@@ -286,7 +286,7 @@ class LLMClient:
             limiter = self._limiters[key] = AdaptiveLimiter(config.limits)
         return limiter
 
-    async def _trace(
+    def _trace(
         self, spec: CallSpec, alias: str, config: ModelConfig, attempt: int, begun: float, error: BaseException | None
     ) -> None:
         event: dict[str, Any] = {
@@ -302,8 +302,10 @@ class LLMClient:
             event["message"] = scrub_secrets(str(error))
             event["status_code"] = getattr(error, "status_code", None)
             event["retry_after"] = getattr(error, "retry_after", None)
-        # Off the event loop: creating a trace file can block for milliseconds while other threads fsync.
-        await self._in_store_thread(self.store.append_trace, spec.call_id, event)
+        # Written on the loop, not awaited in a thread: between a response's arrival and its store.put
+        # every await costs a turn of a busy loop (hundreds of ms in benchmarks/throughput.py), and an
+        # append is one small write.
+        self.store.append_trace(spec.call_id, event)
 
 
 def _usage_of(response: Any) -> Usage:

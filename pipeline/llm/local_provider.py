@@ -199,7 +199,7 @@ class LocalLLM(CustomLLM):
         Args:
             models_dir: directory for joined GGUF files; defaults to `<$ASSAY_HOME or .assay>/models`.
             n_ctx: context window in tokens (prompt + answer).
-            n_threads: CPU threads for llama.cpp; None uses every CPU available to the process.
+            n_threads: CPU threads for llama.cpp; None keeps its defaults (see `load_model`).
             n_gpu_layers: layers offloaded to a GPU build of llama.cpp (0: CPU only).
         """
         super().__init__()
@@ -234,9 +234,7 @@ class LocalLLM(CustomLLM):
                 expected_sha256=spec.sha256,
                 filename=spec.filename,
             )
-            return load_model(
-                path, n_ctx=self.n_ctx, n_threads=self.n_threads, n_gpu_layers=self.n_gpu_layers
-            )
+            return load_model(path, n_ctx=self.n_ctx, n_threads=self.n_threads, n_gpu_layers=self.n_gpu_layers)
         except LocalModelError as exc:
             raise CustomLLMError(status_code=400, message=str(exc)) from exc
 
@@ -248,13 +246,9 @@ class LocalLLM(CustomLLM):
                 # litellm hands over OpenAI-shaped dicts, which is what llama.cpp's TypedDicts describe.
                 result = loaded.llama.create_chat_completion(messages=cast(Any, messages), **sampling.kwargs)
             except ValueError as exc:  # llama.cpp's way of saying "prompt too long" and similar bad input
-                raise CustomLLMError(
-                    status_code=400, message=f"local model {name!r} rejected the call: {exc}"
-                ) from exc
+                raise CustomLLMError(status_code=400, message=f"local model {name!r} rejected the call: {exc}") from exc
         if not isinstance(result, dict):
-            raise CustomLLMError(
-                status_code=500, message="local model returned a stream for a non-stream call"
-            )
+            raise CustomLLMError(status_code=500, message="local model returned a stream for a non-stream call")
         return _Inference(result=cast(dict[str, Any], result), fingerprint=f"gguf-sha256-{spec.sha256[:12]}")
 
     def completion(
@@ -314,15 +308,11 @@ class LocalLLM(CustomLLM):
 
     def streaming(self, *args: Any, **kwargs: Any) -> Iterator[GenericStreamingChunk]:
         """Not supported: raises a 400 so the client does not retry it."""
-        raise CustomLLMError(
-            status_code=400, message="the local provider does not stream; call without stream=True"
-        )
+        raise CustomLLMError(status_code=400, message="the local provider does not stream; call without stream=True")
 
     async def astreaming(self, *args: Any, **kwargs: Any) -> AsyncIterator[GenericStreamingChunk]:  # type: ignore[override]
         """Not supported: raises a 400 so the client does not retry it."""
-        raise CustomLLMError(
-            status_code=400, message="the local provider does not stream; call without stream=True"
-        )
+        raise CustomLLMError(status_code=400, message="the local provider does not stream; call without stream=True")
 
 
 _register_lock = threading.Lock()

@@ -83,7 +83,12 @@ def write_report(session: ExperimentSession, *, dagster_run_id: str | None = Non
     inputs, config_dir, outputs, meta = (folder / name for name in ("inputs", "config", "outputs", "metadata"))
 
     experiment.write_inputs(items, inputs)
-    write_json(inputs / "prompt_templates.json", experiment.prompts.to_json())
+    prompts = session.config.prompts
+    # user_batch and item_line too: with items_per_prompt > 1 they, not `user`, make the prompts.
+    write_json(
+        inputs / "prompt_templates.json",
+        {**experiment.prompts.to_json(), "user_batch": prompts.user_batch, "item_line": prompts.item_line},
+    )
 
     models_used = {alias: session.zoo.get(alias).model_dump(mode="json") for alias in session.aliases()}
     (config_dir / "models.yaml").write_text(scrub_secrets(yaml.safe_dump({"models": models_used}, sort_keys=False)))
