@@ -6,11 +6,13 @@ Starts the fake server as a subprocess (so it does not share this process's GIL)
   (b) `LLMClient.complete` with a fresh ResponseStore (store lookup, budget, limiter, retry wrapper,
       trace, durable write with fsync) and the `fake` alias limited to `concurrency` calls in flight;
 
-each on `--calls` distinct prompts, and prints calls/s of both, the ratio b/a (target >= 0.8) and the
+each on `--calls` distinct prompts (in `--rounds` alternating rounds, so drifting machine load hits both
+phases alike), and prints calls/s of both, the ratio b/a (target >= 0.8) and the
 arrival-to-durable latency of store writes (from litellm handing back the response to `store.put`
 returning, i.e. the window in which a crash loses a paid-for answer), p50/p99/max (target p99 << 500 ms).
 
-    python benchmarks/throughput.py [--calls 5000] [--concurrency 64] [--latency 0.05] [--profile out.prof]
+    python benchmarks/throughput.py [--calls 5000] [--concurrency 64] [--latency 0.05] [--rounds 5]
+                                    [--profile out.prof] [--json]
 """
 
 from __future__ import annotations
@@ -156,6 +158,11 @@ async def assay_client(client: LLMClient, conversations: list[list[dict[str, str
     return PhaseResult("assay LLMClient", len(specs), seconds, errors)
 
 
+def combine(name: str, parts: list[PhaseResult]) -> PhaseResult:
+    """One phase's rounds as a single result (calls and seconds summed)."""
+    return PhaseResult(name, sum(p.calls for p in parts), sum(p.seconds for p in parts), sum(p.errors for p in parts))
+
+
 def summarize(samples_s: list[float]) -> LatencySummary:
     """p50 / p99 / max in ms (p99 by the nearest-rank method)."""
     if not samples_s:
@@ -171,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=5000, help="distinct prompts per phase (default 5000)")
     parser.add_argument("--concurrency", type=int, default=64, help="calls in flight (default 64)")
     parser.add_argument("--latency", type=float, default=0.05, help="fake server latency in s (default 0.05)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per phase (default 5)")
     parser.add_argument("--store-root", type=Path, default=None, help="store folder (default: a temp dir)")
     parser.add_argument("--profile", type=Path, default=None, help="write a cProfile of phase (b) here")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = parser.parse_args(argv)
-    if args.calls < 1 or args.concurrency < 1 or args.latency < 0:
-        parser.error("--calls and --concurrency must be >= 1 and --latency >= 0")
+    if args.calls < 1 or args.concurrency < 1 or args.rounds < 1 or args.latency < 0:
+        parser.error("--calls, --concurrency and --rounds must be >= 1 and --latency >= 0")
 
     store_root = args.store_root or Path(tempfile.mkdtemp(prefix="assay-bench-store-"))
     if store_root.exists() and any(store_root.iterdir()):
@@ -197,15 +205,27 @@ def main(argv: list[str] | None = None) -> int:
                 LLMClient(zoo, ResponseStore(Path(tempfile.mkdtemp(prefix="assay-bench-warm-")))),
                 prompts("warm-up b", 2 * args.concurrency),
             )
-            bare = await bare_litellm(server.base_url, prompts("bare", args.calls), args.concurrency)
+            # The phases alternate in rounds, each going first every other round, so that a change in
+            # machine load (other processes) lands on both alike instead of skewing the ratio.
+            bare_prompts, our_prompts = prompts("bare", args.calls), prompts("assay", args.calls)
+            size = -(-args.calls // args.rounds)
+            bare_parts: list[PhaseResult] = []
+            our_parts: list[PhaseResult] = []
             profiler = cProfile.Profile() if args.profile else None
+            for index, start in enumerate(range(0, args.calls, size)):
+                for phase in ("bare", "ours") if index % 2 == 0 else ("ours", "bare"):
+                    if phase == "bare":
+                        chunk = bare_prompts[start : start + size]
+                        bare_parts.append(await bare_litellm(server.base_url, chunk, args.concurrency))
+                        continue
+                    if profiler:
+                        profiler.enable()
+                    our_parts.append(await assay_client(client, our_prompts[start : start + size]))
+                    if profiler:
+                        profiler.disable()
             if profiler:
-                profiler.enable()
-            ours = await assay_client(client, prompts("assay", args.calls))
-            if profiler:
-                profiler.disable()
                 profiler.dump_stats(args.profile)
-            return bare, ours
+            return combine("bare litellm", bare_parts), combine("assay LLMClient", our_parts)
 
         bare, ours = asyncio.run(run_all())
         sent = server.total()
@@ -216,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     durable = summarize(store.durable_s)
     ratio = ours.calls_per_s / bare.calls_per_s
     print(
-        f"fake server: subprocess, latency {args.latency * 1e3:.0f} ms; {args.calls} calls per phase, "
-        f"concurrency {args.concurrency}; {os.cpu_count()} CPUs"
+        f"fake server: subprocess, latency {args.latency * 1e3:.0f} ms; {args.calls} calls per phase in "
+        f"{args.rounds} alternating rounds, concurrency {args.concurrency}; {os.cpu_count()} CPUs"
     )
     ceiling = args.concurrency / args.latency if args.latency > 0 else float("inf")
     print(f"(ceiling at this latency and concurrency: {ceiling:.0f} calls/s)")

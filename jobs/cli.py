@@ -90,6 +90,29 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
     return flags + list(getattr(args, "set", []) or [])
 
 
+def _overrides_file(experiment: str) -> Path:
+    from pipeline.session import default_home
+
+    return default_home() / "work" / Path(experiment).stem / "run_overrides.json"
+
+
+def save_overrides(experiment: str, overrides: list[str]) -> None:
+    """Remember the flags of `assay run` so `assay resume` continues the same run."""
+    import json
+
+    path = _overrides_file(experiment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(overrides))
+
+
+def saved_overrides(experiment: str) -> list[str]:
+    """Flags of the last `assay run` of `experiment` ([] if none)."""
+    import json
+
+    path = _overrides_file(experiment)
+    return list(json.loads(path.read_text())) if path.exists() else []
+
+
 def _yaml_scalar(text: str) -> str:
     import json
 
@@ -114,8 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "config", None):
             experiment = str(Path(args.config).resolve())
         _install_signal_handlers()
+        if args.command in ("resume", "status"):
+            # Resume what was run: the last `assay run` flags first, then any given now (they win).
+            overrides = [*saved_overrides(experiment), *overrides]
         launcher = ExperimentLauncher(experiment, overrides)
         if args.command == "run":
+            save_overrides(experiment, overrides)
             return launcher.run()
         if args.command == "resume":
             return launcher.resume()

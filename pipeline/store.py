@@ -199,14 +199,22 @@ class ResponseStore:
     def put(self, record: StoredResponse) -> Path:
         """Write `record` durably: temp file in the same folder, fsync, atomic rename, fsync the folder."""
         path = self.record_path(record.call_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps(record.to_json_dict(), ensure_ascii=False, indent=1).encode("utf-8")
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{record.call_id}.", suffix=".tmp", dir=path.parent)
+        # Raw os calls and mkdir only when missing: each syscall releases the GIL, and taking it back from
+        # a busy event loop can cost milliseconds, so fewer syscalls means a shorter arrival-to-durable time.
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{record.call_id}.", suffix=".tmp", dir=path.parent)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{record.call_id}.", suffix=".tmp", dir=path.parent)
+        try:
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp_name, path)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import DEFAULT_MODELS_FILE, ModelZoo, expand_env, load_model_zoo
+from pipeline.config import DEFAULT_MODELS_FILE, BudgetConfig, ModelZoo, expand_env, load_model_zoo, validate_as
 from pipeline.llm.cost import Budget
 from pipeline.llm.errors import ConfigError
 
@@ -202,6 +202,11 @@ def test_zoo_is_frozen() -> None:
 def test_negative_budget_is_a_config_error(limit: float) -> None:
     with pytest.raises(ConfigError, match=rf"budget must be >= 0 USD, found {limit}.*--max-cost"):
         Budget(limit)
+
+
+def test_negative_budget_in_an_experiment_file_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"exp\.yaml: max_cost_usd: .*greater than or equal to 0; found -1"):
+        validate_as(BudgetConfig, {"max_cost_usd": -1}, "exp.yaml")
 
 
 def test_zero_and_unlimited_budgets_are_allowed() -> None:

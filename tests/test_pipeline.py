@@ -109,7 +109,7 @@ def test_failed_call_leaves_its_partition_failed_and_resume_sends_only_it(
     assert summary["counts"]["answers_missing"] == 1
 
     fake_server.reset()
-    assert main(["resume", "hello", "--set", "models=[fake]"]) == 0
+    assert main(["resume", "hello"]) == 0
     assert fake_server.total() == 1, "resume must send only the failed call"
     assert failed_partitions() == set()
     summary = json.loads((run_folder(assay_env) / "metadata" / "run_summary.json").read_text())
@@ -134,7 +134,7 @@ def test_budget_stops_before_crossing_call_and_resume_with_more_budget(
     assert status.done == sent, "every finished response is kept"
     assert status.spent_usd <= 0.0003
 
-    assert main(["resume", "hello", "--set", "models=[fake]", "--max-cost", "1"]) == 0
+    assert main(["resume", "hello", "--max-cost", "1"]) == 0
     assert fake_server.total() == 8
 
 
@@ -163,7 +163,7 @@ def test_status_reports_done_failed_missing(
     fake_server.inject("400", times=100, match="snow")
     main(["run", "hello", "--model", "fake"])
     capsys.readouterr()
-    assert main(["status", "hello", "--set", "models=[fake]"]) == 0
+    assert main(["status", "hello"]) == 0
     out = capsys.readouterr().out
     assert "done:    7" in out and "failed:  1" in out
 

@@ -212,8 +212,16 @@ class AssignCatExperiment(ClassifyExperiment):
         }
 
     def answer_schema(self) -> dict[str, Any]:
-        """Constrained-decoding schema: only existing (category, subcategory) pairs (one anyOf per category)."""
-        return self.taxonomy.json_schema()
+        """Constrained-decoding schema: only existing (category, subcategory) pairs (one anyOf per category).
+
+        `Taxonomy.json_schema()` with `"type": "object"` added at the root: Anthropic tool schemas (litellm's
+        route for response_format) must declare an object root, and anyOf-first decoders (llama.cpp
+        grammars, jsonschema) read the schema the same either way. `output.json_schema`, when set, wins
+        (e.g. for OpenAI strict mode, which refuses a root anyOf; the pair rule still checks every answer).
+        """
+        if self.config.output.json_schema is not None:
+            return self.config.output.json_schema
+        return {"type": "object", **self.taxonomy.json_schema()}
 
     def validation_schema(self) -> dict[str, Any]:
         """Shape check only; `rules()` checks the pair and says which ids are valid (a clearer repair reason
@@ -377,7 +385,8 @@ class AssignCatExperiment(ClassifyExperiment):
     def result_row(self, row: dict[str, Any], item: Item | None) -> dict[str, Any]:
         """One row of classifications.csv; category/subcategory are empty unless the answer is valid."""
         valid = row["status"] == "ok"
-        answer = row.get("answer") if valid and isinstance(row.get("answer"), dict) else {}
+        value = row.get("answer")
+        answer: dict[str, Any] = value if valid and isinstance(value, dict) else {}
         gold_category, _, gold_subcategory = ((item.gold if item else None) or "").partition("/")
         return {
             "product_id": row["item_id"],
@@ -406,14 +415,18 @@ class AssignCatExperiment(ClassifyExperiment):
         sections = ["## Accuracy by level", ""]
         models = evaluation.get("models", {})
         if any("category_accuracy" in metrics for metrics in models.values()):
-            sections += ["| model | products with gold | category | 95% CI | subcategory | 95% CI |", "|---|---|---|---|---|---|"]
+            sections += [
+                "| model | products with gold | category | 95% CI | subcategory | 95% CI |",
+                "|---|---|---|---|---|---|",
+            ]
             for alias, metrics in models.items():
                 if "category_accuracy" not in metrics:
                     continue
                 cat, sub = metrics["category_accuracy"], metrics["subcategory_accuracy"]
                 sections.append(
                     f"| {alias} | {metrics.get('labelled', '')} | {cat['estimate']:.3f} | "
-                    f"[{cat['low']:.3f}, {cat['high']:.3f}] | {sub['estimate']:.3f} | [{sub['low']:.3f}, {sub['high']:.3f}] |"
+                    f"[{cat['low']:.3f}, {cat['high']:.3f}] | {sub['estimate']:.3f} | "
+                    f"[{sub['low']:.3f}, {sub['high']:.3f}] |"
                 )
             sections += [
                 "",
@@ -437,7 +450,12 @@ class AssignCatExperiment(ClassifyExperiment):
             )
             image = outputs_dir / f"confusion_category_{alias}.png"
             plot_confusion_matrix(matrix, image, title=f"{alias}: gold category (rows) vs answer (columns)")
-            sections += [f"## Confusion matrix (category level): {alias}", "", f"![confusion matrix {alias}]({image.name})", ""]
+            sections += [
+                f"## Confusion matrix (category level): {alias}",
+                "",
+                f"![confusion matrix {alias}]({image.name})",
+                "",
+            ]
 
         sections += self._cost_section(evaluation, rows, items, outputs_dir)
         return sections
@@ -475,9 +493,7 @@ class AssignCatExperiment(ClassifyExperiment):
         zoo = self.zoo or load_model_zoo()  # the session sets self.zoo (with --set overrides applied)
         projections = self.cost_projections(evaluation, rows, items, zoo)
         (outputs_dir / "cost_projection.json").write_text(
-            json.dumps(
-                [{**asdict(p), "catalog_usd": p.catalog_usd} for p in projections], indent=2, ensure_ascii=False
-            )
+            json.dumps([{**asdict(p), "catalog_usd": p.catalog_usd} for p in projections], indent=2, ensure_ascii=False)
             + "\n",
             encoding="utf-8",
         )
