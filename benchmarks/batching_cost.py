@@ -13,7 +13,8 @@ sending anything:
 
 It prints one table with the saving against batch size 1, and a second one that prices the generic
 batch schema (`ClassifyExperiment.batch_schema`, which repeats the per-product schema once per position
-with prefixItems) to show why assign-cat shares one per-product schema across the batch.
+with prefixItems, and which assign-cat sends only to local models, where the schema is free) to show why
+hosted models get one per-product schema shared across the batch.
 
     python benchmarks/batching_cost.py [--models gpt4o_mini,haiku] [--sizes 1,5,10,20] [--json out.json]
 """
@@ -40,7 +41,7 @@ from pipeline.experiments.base import ClassifyExperiment  # noqa: E402
 
 
 class _GenericBatchSchema(AssignCatExperiment):
-    """assign-cat with the generic prefixItems batch schema, for the comparison table."""
+    """assign-cat with the generic prefixItems batch schema (what local models get), for the comparison table."""
 
     def batch_schema(self, item_ids: Sequence[str]) -> dict[str, Any] | None:
         return ClassifyExperiment.batch_schema(self, item_ids)
@@ -101,9 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     generic = estimates(models, sizes, _GenericBatchSchema)
     products = shared[0].estimate.products
     print(f"assign-cat, {products} shipped products, estimated before sending (no call is made)\n")
-    print("Shared per-product schema (what assign-cat sends):")
+    print("Shared per-product schema (what assign-cat sends to hosted models):")
     print(table(shared))
-    print("\nGeneric prefixItems batch schema (one schema copy per product), for comparison:")
+    print(
+        "\nGeneric prefixItems batch schema (one schema copy per product; assign-cat sends it only to local "
+        "models, where it is free), priced as if billed, for comparison:"
+    )
     print(table(generic))
     print(
         "\nprompt tok: messages + response_format schema (tiktoken for OpenAI, chars/3.5 for Anthropic); "

@@ -69,7 +69,8 @@ class BufferedAssetEvents:
 
     def _setup_buffer(self) -> None:
         self._pending: list[EventLogEntry] = []
-        self._write_lock = threading.RLock()
+        self._pending_lock = threading.Lock()  # guards the list only: appending never waits for a flush
+        self._write_lock = threading.RLock()  # serializes database writes
         self._flush_timer: threading.Timer | None = None
         self._batch = threading.local()  # the connection of the batch being written, per thread
         atexit.register(self.flush)
@@ -92,14 +93,15 @@ class BufferedAssetEvents:
     def store_event(self, event: EventLogEntry) -> None:
         """Buffer asset events; store anything else at once, after the buffer (order is kept)."""
         if event.is_dagster_event and event.dagster_event_type in BUFFERED_EVENT_TYPES:
-            with self._write_lock:
+            with self._pending_lock:
                 self._pending.append(event)
-                if len(self._pending) >= BATCH_SIZE:
-                    self.flush()
-                elif self._flush_timer is None:
+                full = len(self._pending) >= BATCH_SIZE
+                if not full and self._flush_timer is None:
                     self._flush_timer = threading.Timer(FLUSH_INTERVAL_S, self.flush)
                     self._flush_timer.daemon = True
                     self._flush_timer.start()
+            if full:
+                self.flush()
             return
         with self._write_lock:
             self.flush()
@@ -113,10 +115,11 @@ class BufferedAssetEvents:
     def flush(self) -> None:
         """Write buffered asset events in one transaction."""
         with self._write_lock:
-            if self._flush_timer is not None:
-                self._flush_timer.cancel()
-                self._flush_timer = None
-            pending, self._pending = self._pending, []
+            with self._pending_lock:
+                if self._flush_timer is not None:
+                    self._flush_timer.cancel()
+                    self._flush_timer = None
+                pending, self._pending = self._pending, []
             if not pending:
                 return
             with self._batch_engine().connect() as connection, connection.begin():
@@ -177,7 +180,15 @@ class AssayPostgresEventLogStorage(BufferedAssetEvents, PostgresEventLogStorage)
 
     @classmethod
     def from_config_value(cls, inst_data: Any, config_value: Any) -> Any:
-        return super().from_config_value(inst_data, config_value)
+        # dagster-postgres builds its own class by name here, so the subclass must build itself.
+        from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+
+        return cls(
+            inst_data=inst_data,
+            postgres_url=pg_url_from_config(config_value),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            token_provider=get_token_provider_from_config(config_value),
+        )
 
     def _batch_engine(self) -> Engine:
         return self._engine

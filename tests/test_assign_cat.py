@@ -140,6 +140,25 @@ def test_batch_answers_are_matched_back_by_item_id() -> None:
         jsonschema.validate({"answers": [{**entries[0], "item_id": "P0099"}, entries[0], entries[2]]}, schema)
     missing = {a.item_id: a for a in exp.interpret(call, json.dumps({"answers": entries[:1]}), "m")}
     assert "no entry for item 'P0001'" in missing["P0001"].reason
+    # A local model (schema free: a grammar, not prompt tokens) gets each position fixed to its product.
+    [local_call] = exp.plan(items, ["local"], load_model_zoo()).calls
+    assert local_call.spec.response_format is not None
+    local_schema = local_call.spec.response_format["json_schema"]["schema"]
+    prefix = local_schema["properties"]["answers"]["prefixItems"]
+    assert [entry["anyOf"][0]["properties"]["item_id"] for entry in prefix] == [
+        {"const": "P0001"},
+        {"const": "P0002"},
+        {"const": "P0003"},
+    ]
+    jsonschema.validate(
+        {"answers": [entries[2], {**entries[1], **entries[0], "item_id": "P0002"}, entries[0]]}, local_schema
+    )
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"answers": list(reversed(entries))}, local_schema)
+    both = exp.plan(items, ["local", "fake"], load_model_zoo()).calls
+    assert [c.spec.alias for c in both] == ["local", "fake"] and "prefixItems" not in json.dumps(
+        both[1].spec.response_format
+    )
 
 
 def test_bad_csv_rows_are_reported_with_their_row_numbers(tmp_path: Path) -> None:

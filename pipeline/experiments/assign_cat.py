@@ -38,6 +38,7 @@ from pipeline.experiments.base import ClassifyExperiment
 from pipeline.extract import BusinessRule
 from pipeline.llm.cost import TOKENS_PER_MESSAGE, count_prompt_tokens, price_per_token
 from pipeline.llm.errors import ConfigError
+from pipeline.plan import CallPlan, PlannedCall
 
 __all__ = [
     "CATALOG_SIZE",
@@ -165,6 +166,12 @@ class AssignCatExperiment(ClassifyExperiment):
             self.taxonomy: Taxonomy = load_taxonomy(self.taxonomy_path)
         except TaxonomyError as exc:
             raise ConfigError(f"dataset.taxonomy is not a valid taxonomy:\n{exc}") from None
+        self._context = {  # rendered once: every call's prompt uses it
+            "taxonomy": self.taxonomy.to_prompt_text(),
+            "taxonomy_xml": self.taxonomy_path.read_text(encoding="utf-8"),
+            "taxonomy_name": self.taxonomy.name,
+            "categories": ", ".join(category.id for category in self.taxonomy.categories),
+        }
 
     # -- items ------------------------------------------------------------------------------------------
     def load_items(self) -> ItemSet:
@@ -203,13 +210,9 @@ class AssignCatExperiment(ClassifyExperiment):
 
     # -- prompts and schema -----------------------------------------------------------------------------
     def context(self) -> dict[str, Any]:
-        """The taxonomy as a list to choose from ({taxonomy}), its raw XML ({taxonomy_xml}) and its name."""
-        return {
-            "taxonomy": self.taxonomy.to_prompt_text(),
-            "taxonomy_xml": self.taxonomy_path.read_text(encoding="utf-8"),
-            "taxonomy_name": self.taxonomy.name,
-            "categories": ", ".join(category.id for category in self.taxonomy.categories),
-        }
+        """The taxonomy as a list to choose from ({taxonomy}), its raw XML ({taxonomy_xml}), its name
+        ({taxonomy_name}) and the category ids ({categories})."""
+        return dict(self._context)
 
     def answer_schema(self) -> dict[str, Any]:
         """Constrained-decoding schema: only existing (category, subcategory) pairs (one anyOf per category).
@@ -266,15 +269,34 @@ class AssignCatExperiment(ClassifyExperiment):
             return f"{answer['category']}/{answer.get('subcategory')}"
         return None
 
-    def batch_schema(self, item_ids: Sequence[str]) -> dict[str, Any] | None:
-        """``{"answers": [...]}`` with exactly len(item_ids) entries sharing one per-item schema.
+    def plan(self, items: Sequence[Item], aliases: Sequence[str], zoo: ModelZoo) -> CallPlan:
+        """The base plan, built one alias at a time so that `batch_schema` knows whether the schema is billed."""
+        calls: dict[str, PlannedCall] = {}
+        try:
+            for alias in aliases:
+                self._schema_billed = zoo.get(alias).provider != "local"
+                for call in super().plan(items, [alias], zoo).calls:
+                    calls.setdefault(call.call_id, call)
+        finally:
+            self._schema_billed = True
+        return CallPlan(self.config.name, tuple(calls.values()))
 
-        The generic batch schema repeats the per-item schema once per position (prefixItems); with a
-        41-pair taxonomy that is ~700 schema tokens per product, which would cancel most of what
-        batching saves (benchmarks/batching_cost.py). Here every entry shares one schema whose item_id
-        is an enum of the batch's ids; answers are matched back by item_id, and an id that is missing
-        gets the repair call like any invalid answer.
+    _schema_billed = True
+    """Whether the model being planned bills the response_format schema as prompt tokens (hosted APIs do)."""
+
+    def batch_schema(self, item_ids: Sequence[str]) -> dict[str, Any] | None:
+        """``{"answers": [...]}`` with exactly one entry per product, each an existing pair.
+
+        Local models get the generic schema (prefixItems: position i is fixed to item i's id), which
+        costs nothing there (llama.cpp turns it into a grammar) and keeps a small model from skipping or
+        repeating a product. Hosted APIs bill the schema as prompt tokens, and repeating the per-product
+        schema (~700 tokens with this taxonomy) for every position cancels most of what batching saves
+        (benchmarks/batching_cost.py); they get one entry schema shared by all positions, whose item_id
+        is an enum of the batch's ids. Answers are matched back by item_id either way, and a product
+        left out gets the repair call like any invalid answer.
         """
+        if not self._schema_billed:
+            return super().batch_schema(item_ids)
         ids = list(item_ids)
         entry = {
             "anyOf": [

@@ -166,18 +166,27 @@ class LLMClient:
         reservation = self.budget.reserve(max(estimate_cost(spec, cfg).usd for cfg in chain))
         actual: float | None = None
         try:
-            record = await self._call_with_fallbacks(spec, config, key)
-            actual = record.cost_usd
-            await self._in_store_thread(self.store.put, record)
+            answer = await self._call_with_fallbacks(spec, config, key)
+            actual = answer.record.cost_usd
+            await self._in_store_thread(self._persist, answer)
         finally:
             self.budget.settle(reservation, actual)
-        return CallResult.from_record(record, from_store=False)
+        return CallResult.from_record(answer.record, from_store=False)
 
     # -- internals ------------------------------------------------------------------------------------
     async def _in_store_thread(self, function: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._store_io, function, *args)
 
-    async def _call_with_fallbacks(self, spec: CallSpec, config: ModelConfig, key: str) -> StoredResponse:
+    def _persist(self, answer: _Answer) -> None:
+        # In a store thread, one job: the record first (a paid-for answer is durable as soon as possible),
+        # then the successful attempt's trace line. Written from the loop, that line's file creation
+        # stalled the loop whenever a journal commit (our own fsyncs) was in progress.
+        try:
+            self.store.put(answer.record)
+        finally:
+            self.store.append_trace(answer.record.call_id, answer.trace_event)
+
+    async def _call_with_fallbacks(self, spec: CallSpec, config: ModelConfig, key: str) -> _Answer:
         started_at = utc_now()
         attempts_so_far = 0
         last_error: ProviderError | None = None
@@ -192,34 +201,33 @@ class LLMClient:
                 )
         for alias, model_config, model_key in chain:
             try:
-                response, latency, attempts = await self._call_with_retries(spec, alias, model_config, model_key)
+                success = await self._call_with_retries(spec, alias, model_config, model_key)
             except (RateLimited, TransientProviderError) as exc:
                 attempts_so_far += model_config.max_attempts
                 last_error = exc
                 continue
             except ProviderError:
                 raise
-            usage = _usage_of(response)
-            return StoredResponse(
+            usage = _usage_of(success.response)
+            record = StoredResponse(
                 call_id=spec.call_id,
                 request=spec.to_record(),
-                text=_text_of(response),
-                raw_response=_raw_of(response),
+                text=_text_of(success.response),
+                raw_response=_raw_of(success.response),
                 usage={"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
                 cost_usd=actual_cost(usage, model_config),
-                latency_s=latency,
+                latency_s=success.latency_s,
                 started_at=started_at,
                 finished_at=utc_now(),
-                attempts=attempts_so_far + attempts,
+                attempts=attempts_so_far + success.attempts,
                 model_used=model_config.model,
                 alias_used=alias,
             )
+            return _Answer(record, success.trace_event)
         assert last_error is not None
         raise last_error
 
-    async def _call_with_retries(
-        self, spec: CallSpec, alias: str, config: ModelConfig, key: str
-    ) -> tuple[Any, float, int]:
+    async def _call_with_retries(self, spec: CallSpec, alias: str, config: ModelConfig, key: str) -> _Success:
         limiter = self._limiter(config)
         tokens = estimate_cost(spec, config)
         attempt = 0
@@ -247,9 +255,9 @@ class LLMClient:
                 await asyncio.sleep(self.retry.wait_s(attempt, error))
                 continue
             latency = time.monotonic() - begun
-            self._trace(spec, alias, config, attempt, begun, None)
             await limiter.on_success()
-            return response, latency, attempt
+            # The success line is written with the record (see _persist), not here on the loop.
+            return _Success(response, latency, attempt, self._attempt_event(alias, config, attempt, begun, None))
 
     async def _send(self, spec: CallSpec, config: ModelConfig, key: str) -> Any:
         import litellm
@@ -287,8 +295,15 @@ class LLMClient:
         return limiter
 
     def _trace(
-        self, spec: CallSpec, alias: str, config: ModelConfig, attempt: int, begun: float, error: BaseException | None
+        self, spec: CallSpec, alias: str, config: ModelConfig, attempt: int, begun: float, error: BaseException
     ) -> None:
+        # A failed attempt is traced at once, on the loop: failures are rare, and their lines keep their order.
+        self.store.append_trace(spec.call_id, self._attempt_event(alias, config, attempt, begun, error))
+
+    @staticmethod
+    def _attempt_event(
+        alias: str, config: ModelConfig, attempt: int, begun: float, error: BaseException | None
+    ) -> dict[str, Any]:
         event: dict[str, Any] = {
             "event": "attempt",
             "attempt": attempt,
@@ -302,10 +317,25 @@ class LLMClient:
             event["message"] = scrub_secrets(str(error))
             event["status_code"] = getattr(error, "status_code", None)
             event["retry_after"] = getattr(error, "retry_after", None)
-        # Written on the loop, not awaited in a thread: between a response's arrival and its store.put
-        # every await costs a turn of a busy loop (hundreds of ms in benchmarks/throughput.py), and an
-        # append is one small write.
-        self.store.append_trace(spec.call_id, event)
+        return event
+
+
+@dataclass(frozen=True)
+class _Success:
+    """The successful attempt of one model: its response and the trace line still to write."""
+
+    response: Any
+    latency_s: float
+    attempts: int
+    trace_event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A finished call: the record to store and the trace line of its successful attempt."""
+
+    record: StoredResponse
+    trace_event: dict[str, Any]
 
 
 def _usage_of(response: Any) -> Usage:
