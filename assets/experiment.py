@@ -4,8 +4,8 @@ source_snapshot -> llm_calls -> llm_responses (one partition per call) -> extrac
 Every body is a few lines over pipeline.session.ExperimentSession.
 """
 
-from collections.abc import Iterator
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 

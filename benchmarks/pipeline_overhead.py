@@ -60,15 +60,28 @@ def write_items(path: Path, n: int) -> None:
             writer.writerow([f"b{index:05d}", f"Benchmark text {index}: the match was rained off."])
 
 
-def assay_run(base_url: str, items: Path, concurrency: int, workdir: Path, dagster_home: Path | None) -> tuple[float, float]:
+def assay_run(
+    base_url: str, items: Path, concurrency: int, workdir: Path, dagster_home: Path | None
+) -> tuple[float, float]:
     """Wall time of `assay run`, and the span of its calls (first start to last finish, from the store)."""
     env = {key: value for key, value in os.environ.items() if key != "DAGSTER_HOME"}
     env.update(ASSAY_HOME=str(workdir / "home"), ASSAY_RUNS_DIR=str(workdir / "runs"), ASSAY_FAKE_BASE_URL=base_url)
     if dagster_home is not None:
         env["DAGSTER_HOME"] = str(dagster_home)
     command = [
-        sys.executable, "-m", "jobs.cli", "run", "hello", "--model", "fake", "--input", str(items),
-        "--set", f"models.fake.limits.max_concurrent={concurrency}", "--set", "budget.max_cost_usd=null",
+        sys.executable,
+        "-m",
+        "jobs.cli",
+        "run",
+        "hello",
+        "--model",
+        "fake",
+        "--input",
+        str(items),
+        "--set",
+        f"models.fake.limits.max_concurrent={concurrency}",
+        "--set",
+        "budget.max_cost_usd=null",
     ]
     started = time.perf_counter()
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
@@ -91,8 +104,11 @@ def postgres_home(root: Path) -> Path:
     home.mkdir()
     shutil.copy(REPO / "configs" / "dagster" / "postgres.yaml", home / "dagster.yaml")
     for name, value in {
-        "ASSAY_PG_HOST": "127.0.0.1", "ASSAY_PG_PORT": "5432", "ASSAY_PG_USER": "postgres",
-        "ASSAY_PG_PASSWORD": "", "ASSAY_PG_DB": "test",
+        "ASSAY_PG_HOST": "127.0.0.1",
+        "ASSAY_PG_PORT": "5432",
+        "ASSAY_PG_USER": "postgres",
+        "ASSAY_PG_PASSWORD": "",
+        "ASSAY_PG_DB": "test",
     }.items():
         os.environ.setdefault(name, value)
     return home

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from dagster import DagsterInstance
+from dagster._core.events import DagsterEventType
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.consolidated_sqlite_event_log import (
     ConsolidatedSqliteEventLogStorage,
 )
 from dagster_postgres.event_log import PostgresEventLogStorage
-from dagster._core.events import DagsterEventType
-from dagster._core.events.log import EventLogEntry
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.engine import Engine
 
 from pipeline.config import REPO_ROOT
@@ -157,7 +158,7 @@ class AssaySqliteEventLogStorage(BufferedAssetEvents, ConsolidatedSqliteEventLog
                     max_overflow=8,
                     connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
                 )
-                event.listen(self._engine, "connect", _set_pragmas)
+                sqlalchemy_event.listen(self._engine, "connect", _set_pragmas)
             return self._engine
 
     @contextmanager

@@ -66,6 +66,7 @@ def system_info() -> dict[str, Any]:
         "git_commit": git_commit(),
         "packages": packages,
     }
-    fingerprint = hashlib.sha256(repr(sorted(packages.items())).encode() + info["python"].encode()).hexdigest()[:16]
+    python_version = sys.version.split()[0]
+    fingerprint = hashlib.sha256(repr(sorted(packages.items())).encode() + python_version.encode()).hexdigest()[:16]
     info["environment_fingerprint"] = fingerprint
     return info

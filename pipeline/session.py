@@ -246,25 +246,37 @@ class ExperimentSession:
                     for answer in first
                 ]
             calls += 0 if result.from_store else 1
+            tag = {"repair_call_id": spec.call_id}  # so the repair's cost is counted with the run's
             second = {
                 answer.item_id: answer for answer in self.experiment.interpret(call, result.text, result.model_used)
             }
             out = []
             for answer in first:
                 if answer.valid:
-                    out.append(_answer_row(answer, "ok"))
+                    out.append({**_answer_row(answer, "ok"), **tag})
                     continue
                 retry = second.get(answer.item_id)
                 if retry is not None and retry.valid:
-                    out.append(_answer_row(retry, "ok", repaired=True, first_raw=answer.raw_response))
+                    out.append({**_answer_row(retry, "ok", repaired=True, first_raw=answer.raw_response), **tag})
                 else:
                     reason = f"after repair: {retry.reason if retry else answer.reason}"
-                    out.append(_answer_row(answer, "invalid", note=reason))
+                    out.append({**_answer_row(answer, "invalid", note=reason), **tag})
             return out
 
         for batch in await asyncio.gather(*(repair_one(*entry) for entry in pending)):
             rows.extend(batch)
         return rows, calls
+
+    def call_records(
+        self, plan: CallPlan | None = None, rows: list[dict[str, Any]] | None = None
+    ) -> dict[str, StoredResponse | None]:
+        """Stored records of the plan's calls and of the repair calls extraction made (None = not stored)."""
+        plan = plan or self.load_plan()
+        rows = self.extraction_rows() if rows is None else rows
+        call_ids = list(
+            dict.fromkeys([*plan.call_ids, *(r["repair_call_id"] for r in rows if r.get("repair_call_id"))])
+        )
+        return {call_id: self.store.get(call_id) for call_id in call_ids}
 
     def extraction_rows(self) -> list[dict[str, Any]]:
         """Rows written by `extract`."""
@@ -281,7 +293,7 @@ class ExperimentSession:
         for row in rows:
             by_alias[row["alias"]].append(row)
         plan = self.load_plan()
-        records = {call_id: self.store.get(call_id) for call_id in plan.call_ids}
+        records = self.call_records(plan, rows)
         result: dict[str, Any] = {
             "experiment": self.config.name,
             "prompt_version": self.experiment.prompts.version,

@@ -194,9 +194,7 @@ def test_ignore_format_fault_answers_prose(server: FakeServer) -> None:
     content = body["choices"][0]["message"]["content"]
     with pytest.raises(json.JSONDecodeError):
         json.loads(content)
-    assert json.loads(chat(server, "i", response_format=fmt).json()["choices"][0]["message"]["content"]) == {
-        "x": 0
-    }
+    assert json.loads(chat(server, "i", response_format=fmt).json()["choices"][0]["message"]["content"]) == {"x": 0}
 
 
 def test_hang_fault_holds_until_client_gives_up(server: FakeServer) -> None:
@@ -317,9 +315,7 @@ def test_json_schema_response_format_over_http(server: FakeServer) -> None:
         "additionalProperties": False,
     }
     fmt = {"type": "json_schema", "json_schema": {"name": "Verdict", "schema": schema, "strict": True}}
-    contents = [
-        chat(server, "judge", response_format=fmt).json()["choices"][0]["message"]["content"] for _ in "ab"
-    ]
+    contents = [chat(server, "judge", response_format=fmt).json()["choices"][0]["message"]["content"] for _ in "ab"]
     assert contents[0] == contents[1]  # deterministic for the same request
     instance = json.loads(contents[0])
     jsonschema.validate(instance, schema)

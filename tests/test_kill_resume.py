@@ -68,7 +68,11 @@ def test_sigkill_midway_then_resume_resends_nothing_stored(tmp_path: Path) -> No
 
         resumed = subprocess.run(
             _assay("resume", "hello"),  # reuses the killed run's flags
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
         assert "marked 1 run(s) whose process died as FAILED" in resumed.stdout

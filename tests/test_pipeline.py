@@ -122,8 +122,18 @@ def test_budget_stops_before_crossing_call_and_resume_with_more_budget(
 ) -> None:
     # Each fake call is estimated at ~$0.0001 (prompt ~70 tokens + 20 max output, at $1/$2 per 1M).
     code = main(
-        ["run", "hello", "--model", "fake", "--max-cost", "0.0003", "--set", "budget.block_on_estimate=false",
-         "--set", "models.fake.limits.max_concurrent=1"]
+        [
+            "run",
+            "hello",
+            "--model",
+            "fake",
+            "--max-cost",
+            "0.0003",
+            "--set",
+            "budget.block_on_estimate=false",
+            "--set",
+            "models.fake.limits.max_concurrent=1",
+        ]
     )
     assert code == 1
     sent = fake_server.total()

@@ -119,10 +119,7 @@ def test_per_label_report_scikit_learn_doc_example() -> None:
     class 0: precision 0.50, recall 1.00, f1 0.67, support 1; class 1: 0.00 0.00 0.00, 1;
     class 2: 1.00 0.67 0.80, 3; accuracy 0.60; macro avg 0.50 0.56 0.49."""
     report = per_label_report([0, 1, 2, 2, 2], [0, 0, 2, 2, 1])
-    rows = [
-        (m.label, round(m.precision, 2), round(m.recall, 2), round(m.f1, 2), m.support)
-        for m in report.per_label
-    ]
+    rows = [(m.label, round(m.precision, 2), round(m.recall, 2), round(m.f1, 2), m.support) for m in report.per_label]
     assert rows == [(0, 0.50, 1.00, 0.67, 1), (1, 0.00, 0.00, 0.00, 1), (2, 1.00, 0.67, 0.80, 3)]
     assert round(report.accuracy, 2) == 0.60
     macro = (round(report.macro_precision, 2), round(report.macro_recall, 2), round(report.macro_f1, 2))
@@ -193,17 +190,13 @@ def test_metrics_agree_with_scikit_learn_on_random_labels() -> None:
     y_true = list(rng.choice(labels, 300))
     y_pred = [t if rng.random() < 0.6 else str(rng.choice(labels)) for t in y_true]
     ours = per_label_report(y_true, y_pred)
-    precision, recall, f1, support = sk.precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     assert [m.precision for m in ours.per_label] == pytest.approx(list(precision))
     assert [m.recall for m in ours.per_label] == pytest.approx(list(recall))
     assert [m.f1 for m in ours.per_label] == pytest.approx(list(f1))
     assert [m.support for m in ours.per_label] == list(support)
     assert cohens_kappa(y_true, y_pred).kappa == pytest.approx(sk.cohen_kappa_score(y_true, y_pred))
-    assert (
-        confusion_matrix(y_true, y_pred).counts == sk.confusion_matrix(y_true, y_pred, labels=labels).tolist()
-    )
+    assert confusion_matrix(y_true, y_pred).counts == sk.confusion_matrix(y_true, y_pred, labels=labels).tolist()
 
 
 # --- plot -----------------------------------------------------------------------------------------
@@ -230,9 +223,7 @@ def test_plot_confusion_matrix_forty_labels_with_invalid(tmp_path: Path) -> None
     rng = np.random.default_rng(0)
     labels = [f"category_{i:02d}_{'long_name' * (i % 3)}" for i in range(40)]
     y_true = [str(v) for v in rng.choice(labels, 1000)]
-    y_pred = [
-        t if rng.random() < 0.7 else (None if rng.random() < 0.3 else str(rng.choice(labels))) for t in y_true
-    ]
+    y_pred = [t if rng.random() < 0.7 else (None if rng.random() < 0.3 else str(rng.choice(labels))) for t in y_true]
     cm = confusion_matrix(y_true, y_pred)
     assert isinstance(cm, ConfusionMatrix) and cm.columns[-1] == INVALID
     _assert_png(plot_confusion_matrix(cm, tmp_path / "forty.png", "40 labels"))

@@ -201,8 +201,7 @@ def test_duplicate_subcategory_message_reads_as_specified() -> None:
     with pytest.raises(TaxonomyError) as info:
         parse_taxonomy_xml(DUPLICATE_SUB, source="taxonomy.xml")
     assert str(info.value) == (
-        "taxonomy.xml line 6: duplicate subcategory id 'daily-immune' (first defined on line 3); "
-        "ids must be unique"
+        "taxonomy.xml line 6: duplicate subcategory id 'daily-immune' (first defined on line 3); ids must be unique"
     )
     assert [p.line for p in info.value.problems] == [6]
 
@@ -229,8 +228,7 @@ ERROR_CASES = {
         "<subcategory id='a'> has an empty 'name' attribute",
     ),
     "missing version": (
-        '<taxonomy name="t">\n'
-        '<category id="c" name="C"><subcategory id="a" name="A"/></category>\n</taxonomy>',
+        '<taxonomy name="t">\n<category id="c" name="C"><subcategory id="a" name="A"/></category>\n</taxonomy>',
         1,
         "<taxonomy> is missing the 'version' attribute",
     ),
@@ -304,8 +302,7 @@ ERROR_CASES = {
         "root element is <categories>; expected <taxonomy",
     ),
     "malformed: mismatched tag": (
-        '<taxonomy name="t" version="1">\n<category id="c" name="C">\n<subcategory id="a" name="A"/>\n'
-        "</taxonomy>",
+        '<taxonomy name="t" version="1">\n<category id="c" name="C">\n<subcategory id="a" name="A"/>\n</taxonomy>',
         4,
         "malformed XML at column 3: mismatched tag (<category id='c'> opened on line 2 is still open)",
     ),

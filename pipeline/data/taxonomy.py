@@ -446,8 +446,7 @@ class _Validator:
             if first != node.line:
                 self.add(
                     node.line,
-                    f"duplicate subcategory id {sub_id!r} (first defined on line {first}); "
-                    "ids must be unique",
+                    f"duplicate subcategory id {sub_id!r} (first defined on line {first}); ids must be unique",
                 )
         name = node.attrs.get("name", "").strip()
         return Subcategory(id=sub_id, name=name, description=self.description(node))
@@ -491,9 +490,7 @@ class _Validator:
             self.add(root.line, "<taxonomy> has no <category>; add at least one category")
         if self.problems:
             return None
-        return Taxonomy(
-            name=root.attrs["name"].strip(), version=root.attrs["version"].strip(), categories=categories
-        )
+        return Taxonomy(name=root.attrs["name"].strip(), version=root.attrs["version"].strip(), categories=categories)
 
 
 def _raise(source: str, problems: list[TaxonomyProblem]) -> NoReturn:

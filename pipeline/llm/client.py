@@ -40,7 +40,7 @@ DEFAULT_KEY_ENV = {
     "together_ai": "TOGETHERAI_API_KEY",
 }
 NO_KEY = "assay-no-key"  # OpenAI-compatible clients insist on some key even for keyless servers
-STORE_IO_THREADS = 8
+STORE_IO_THREADS = 32
 """Threads for store reads, writes (two fsyncs each) and trace appends, kept apart from the default
 executor: litellm runs a step of every call there, so sharing it queued calls behind fsyncs and writes
 behind calls (arrival-to-durable p99 went from ~30 ms to ~500 ms in benchmarks/throughput.py)."""

@@ -76,8 +76,9 @@ def write_report(session: ExperimentSession, *, dagster_run_id: str | None = Non
         json.loads(session.evaluation_path.read_text()) if session.evaluation_path.exists() else session.evaluate()
     )
     plan = session.load_plan()
-    records = [session.store.get(call_id) for call_id in plan.call_ids]
-    done = [record for record in records if record is not None]
+    records = session.call_records(plan, rows)  # planned calls and repair calls: both were paid for
+    done = [record for record in records.values() if record is not None]
+    planned_done = sum(1 for call_id in plan.call_ids if records.get(call_id) is not None)
 
     folder = new_run_folder(session.config.name)
     inputs, config_dir, outputs, meta = (folder / name for name in ("inputs", "config", "outputs", "metadata"))
@@ -158,7 +159,8 @@ def write_report(session: ExperimentSession, *, dagster_run_id: str | None = Non
             "counts": {
                 "items": len(items),
                 "calls_planned": len(plan.calls),
-                "calls_done": len(done),
+                "calls_done": planned_done,
+                "repair_calls": len(done) - planned_done,
                 "answers_valid": sum(r["status"] == "ok" for r in rows),
                 "answers_invalid": sum(r["status"] == "invalid" for r in rows),
                 "answers_missing": sum(r["status"] == "missing" for r in rows),

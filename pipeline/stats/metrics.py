@@ -136,9 +136,7 @@ def _resolve_labels(
                 "Add them to labels, or map out-of-set predictions to None (invalid) first."
             )
     if INVALID in resolved:
-        raise ValueError(
-            f"{INVALID!r} is reserved for None predictions and cannot be a label; rename that label."
-        )
+        raise ValueError(f"{INVALID!r} is reserved for None predictions and cannot be a label; rename that label.")
     return resolved
 
 

@@ -84,6 +84,4 @@ def clopper_pearson_interval(successes: int, n: int, confidence: float = 0.95) -
     alpha = 1.0 - confidence
     low = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, n - successes + 1))
     high = 1.0 if successes == n else float(beta.ppf(1 - alpha / 2, successes + 1, n - successes))
-    return Interval(
-        estimate=successes / n, low=low, high=high, method="clopper-pearson", confidence=confidence
-    )
+    return Interval(estimate=successes / n, low=low, high=high, method="clopper-pearson", confidence=confidence)

@@ -98,9 +98,7 @@ def message_text(messages: Any) -> str:
         elif isinstance(content, list):
             # Multimodal messages carry a list of parts; only the text parts hold prompt text.
             parts.extend(
-                str(part.get("text", ""))
-                for part in content
-                if isinstance(part, dict) and part.get("type") == "text"
+                str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
             )
     return "".join(parts)
 
@@ -144,9 +142,7 @@ class _SchemaInstanceBuilder:
 
     def _resolve(self, ref: str) -> Any:
         if not ref.startswith("#"):
-            raise ValueError(
-                f"cannot resolve $ref {ref!r}: only local references like '#/$defs/Name' are supported"
-            )
+            raise ValueError(f"cannot resolve $ref {ref!r}: only local references like '#/$defs/Name' are supported")
         node: Any = self._root
         for raw in ref.lstrip("#").split("/"):
             if not raw:
@@ -471,9 +467,7 @@ class _FakeApp:
             body = await request.json()
             if not isinstance(body, dict):
                 raise ValueError(f"fault body {body!r} must be a JSON object")
-            fault = make_fault(
-                body.get("kind"), body.get("times", 1), body.get("match"), body.get("retry_after")
-            )
+            fault = make_fault(body.get("kind"), body.get("times", 1), body.get("match"), body.get("retry_after"))
         except ValueError as exc:  # json.JSONDecodeError is a ValueError too
             return _error_response(400, str(exc), "invalid_request_error", "bad_fault")
         self.state.add_fault(fault)
@@ -609,9 +603,7 @@ async def _start_site(fake: _FakeApp, host: str, port: int) -> tuple[web.AppRunn
     except OSError as exc:
         sock.close()
         await runner.cleanup()
-        raise OSError(
-            f"fake OpenAI server cannot bind {host}:{port} ({exc}); pass port=0 for a free one"
-        ) from exc
+        raise OSError(f"fake OpenAI server cannot bind {host}:{port} ({exc}); pass port=0 for a free one") from exc
     site = web.SockSite(runner, sock, backlog=1024, shutdown_timeout=0.5)
     await site.start()
     return runner, int(sock.getsockname()[1])
@@ -732,9 +724,7 @@ class FakeOpenAIServer:
         """How many chat requests arrived in all."""
         return int(self.stats()["total"])
 
-    def inject(
-        self, kind: str, times: int = 1, match: str | None = None, retry_after: float | None = None
-    ) -> None:
+    def inject(self, kind: str, times: int = 1, match: str | None = None, retry_after: float | None = None) -> None:
         """Queue a fault for the next ``times`` requests whose message text contains ``match``."""
         self._state.add_fault(make_fault(kind, times, match, retry_after))
 
@@ -787,9 +777,7 @@ class FakeServerProcess:
         """How many chat requests arrived in all."""
         return int(self.stats()["total"])
 
-    def inject(
-        self, kind: str, times: int = 1, match: str | None = None, retry_after: float | None = None
-    ) -> None:
+    def inject(self, kind: str, times: int = 1, match: str | None = None, retry_after: float | None = None) -> None:
         """Queue a fault for the next ``times`` requests whose message text contains ``match``."""
         fault = make_fault(kind, times, match, retry_after)
         self._call(
