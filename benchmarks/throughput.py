@@ -55,11 +55,18 @@ class PhaseResult:
     calls: int
     seconds: float
     errors: int
+    cpu_s: float
+    """CPU time of this whole process (all threads) during the phase: robust to other load on the machine."""
 
     @property
     def calls_per_s(self) -> float:
         """Completed calls per second of wall time."""
         return self.calls / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def cpu_ms_per_call(self) -> float:
+        """Process CPU milliseconds per call."""
+        return self.cpu_s / self.calls * 1e3 if self.calls else float("nan")
 
 
 @dataclass(frozen=True)
@@ -143,24 +150,31 @@ async def bare_litellm(base_url: str, conversations: list[list[dict[str, str]]],
             except Exception:  # noqa: BLE001 - counted and reported; a benchmark must finish
                 errors += 1
 
-    begun = time.perf_counter()
+    begun, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one(messages) for messages in conversations))
-    return PhaseResult("bare litellm", len(conversations), time.perf_counter() - begun, errors)
+    seconds, cpu_s = time.perf_counter() - begun, time.process_time() - cpu
+    return PhaseResult("bare litellm", len(conversations), seconds, errors, cpu_s)
 
 
 async def assay_client(client: LLMClient, conversations: list[list[dict[str, str]]]) -> PhaseResult:
     """(b): LLMClient.complete, every response written durably before the call returns."""
     specs = [client.spec_for("fake", messages) for messages in conversations]
-    begun = time.perf_counter()
+    begun, cpu = time.perf_counter(), time.process_time()
     outcomes = await asyncio.gather(*(client.complete(spec) for spec in specs), return_exceptions=True)
-    seconds = time.perf_counter() - begun
+    seconds, cpu_s = time.perf_counter() - begun, time.process_time() - cpu
     errors = sum(isinstance(outcome, BaseException) for outcome in outcomes)
-    return PhaseResult("assay LLMClient", len(specs), seconds, errors)
+    return PhaseResult("assay LLMClient", len(specs), seconds, errors, cpu_s)
 
 
 def combine(name: str, parts: list[PhaseResult]) -> PhaseResult:
     """One phase's rounds as a single result (calls and seconds summed)."""
-    return PhaseResult(name, sum(p.calls for p in parts), sum(p.seconds for p in parts), sum(p.errors for p in parts))
+    return PhaseResult(
+        name,
+        sum(p.calls for p in parts),
+        sum(p.seconds for p in parts),
+        sum(p.errors for p in parts),
+        sum(p.cpu_s for p in parts),
+    )
 
 
 def summarize(samples_s: list[float]) -> LatencySummary:
@@ -242,8 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = args.concurrency / args.latency if args.latency > 0 else float("inf")
     print(f"(ceiling at this latency and concurrency: {ceiling:.0f} calls/s)")
     for phase in (bare, ours):
-        print(f"  {phase.name:16s} {phase.calls_per_s:8.1f} calls/s  ({phase.seconds:.2f} s, {phase.errors} errors)")
+        print(
+            f"  {phase.name:16s} {phase.calls_per_s:8.1f} calls/s  ({phase.seconds:.2f} s, {phase.errors} errors; "
+            f"{phase.cpu_ms_per_call:.2f} ms CPU per call)"
+        )
     print(f"  ratio b/a        {ratio:8.3f}   (target >= 0.8)")
+    print(f"  CPU ratio a/b    {bare.cpu_ms_per_call / ours.cpu_ms_per_call:8.3f}   (what b/a tends to when CPU-bound)")
     print(
         f"  store writes, arrival -> durable: p50 {durable.p50_ms:.1f} ms, p99 {durable.p99_ms:.1f} ms, "
         f"max {durable.max_ms:.1f} ms over {durable.count} writes (target p99 << 500 ms)"
@@ -258,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             json.dumps(
                 {
-                    "bare": {**asdict(bare), "calls_per_s": bare.calls_per_s},
-                    "assay": {**asdict(ours), "calls_per_s": ours.calls_per_s},
+                    "bare": {**asdict(bare), "calls_per_s": bare.calls_per_s, "cpu_ms_per_call": bare.cpu_ms_per_call},
+                    "assay": {**asdict(ours), "calls_per_s": ours.calls_per_s, "cpu_ms_per_call": ours.cpu_ms_per_call},
                     "ratio": ratio,
                     "durable": asdict(durable),
                     "stored": stored,

@@ -67,6 +67,12 @@ class ModelConfig(StrictModel):
     timeout_s: float = Field(60.0, gt=0, description="Per-attempt timeout in seconds.")
     max_attempts: int = Field(5, ge=1, le=20, description="Attempts per model before falling back (1 = no retry).")
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_text(cls, value: Any) -> Any:
+        # `--set models.x.version=2` and `version: 2024` parse as numbers; a pin is a label, not a number.
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
     @field_validator("model")
     @classmethod
     def _model_has_provider(cls, value: str) -> str:
@@ -83,11 +89,23 @@ class ModelConfig(StrictModel):
 class ModelZoo(StrictModel):
     """All aliases of `configs/models.yaml`, plus the default alias for API runs."""
 
-    default: str = Field("gpt4o_mini", description="Alias used by API runs when none is named.")
+    default: str = Field(
+        "", description="Alias used by API runs when none is named; '' = gpt4o_mini if present, else the first."
+    )
     models: dict[str, ModelConfig]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("default") and isinstance(data.get("models"), dict):
+            aliases = list(data["models"])
+            data = {**data, "default": "gpt4o_mini" if "gpt4o_mini" in aliases else (aliases[0] if aliases else "")}
+        return data
 
     @model_validator(mode="after")
     def _references_exist(self) -> ModelZoo:
+        if self.default not in self.models:
+            raise ValueError(f"default names unknown alias {self.default!r}; known: {sorted(self.models)}")
         for alias, cfg in self.models.items():
             for fallback in cfg.fallbacks:
                 if fallback not in self.models:
@@ -167,12 +185,17 @@ def format_validation_error(source: str, error: ValidationError) -> str:
     for problem in error.errors():
         location = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         found = problem.get("input")
-        message = problem["msg"]
+        message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown field (check its spelling)"
         elif problem["type"] == "missing":
             message = "required field is missing"
-        found_text = "" if problem["type"] == "missing" else f"; found {found!r}"
+        # A cross-field check (value_error on a whole object) already names what it found; echoing the
+        # object back would dump the file.
+        echo = problem["type"] not in ("missing", "value_error") or not isinstance(found, dict)
+        found_text = f"; found {found!r}" if echo and problem["type"] != "missing" else ""
+        if problem["type"] == "value_error" and isinstance(found, dict):
+            location = location if location != "(top level)" else "models"
         lines.append(f"{source}: {location}: {message}{found_text}")
     return "\n".join(lines)
 
@@ -206,7 +229,8 @@ def load_model_zoo(path: Path | None = None, overrides: Iterable[str] = ()) -> M
     """Load `configs/models.yaml` (or `path`), apply `--set models.<alias>.<field>=...` flags, expand env refs."""
     path = path or Path(os.environ.get("ASSAY_MODELS_FILE", DEFAULT_MODELS_FILE))
     data = apply_overrides(read_yaml(path), [flag for flag in overrides if flag.startswith(("models.", "default="))])
-    for alias, cfg in (data.get("models") or {}).items():
+    models = data.get("models")
+    for alias, cfg in (models.items() if isinstance(models, dict) else []):
         if isinstance(cfg, dict) and isinstance(cfg.get("api_base"), str):
             try:
                 cfg["api_base"] = expand_env(cfg["api_base"])
