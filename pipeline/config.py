@@ -230,7 +230,7 @@ def load_model_zoo(path: Path | None = None, overrides: Iterable[str] = ()) -> M
     path = path or Path(os.environ.get("ASSAY_MODELS_FILE", DEFAULT_MODELS_FILE))
     data = apply_overrides(read_yaml(path), [flag for flag in overrides if flag.startswith(("models.", "default="))])
     models = data.get("models")
-    for alias, cfg in (models.items() if isinstance(models, dict) else []):
+    for alias, cfg in models.items() if isinstance(models, dict) else []:
         if isinstance(cfg, dict) and isinstance(cfg.get("api_base"), str):
             try:
                 cfg["api_base"] = expand_env(cfg["api_base"])
