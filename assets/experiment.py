@@ -4,6 +4,7 @@ source_snapshot -> llm_calls -> llm_responses (one partition per call) -> extrac
 Every body is a few lines over pipeline.session.ExperimentSession.
 """
 
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,6 +64,26 @@ def job_names(config: ExperimentConfig) -> dict[str, str]:
         "calls": f"{prefix}_calls_job",
         "analysis": f"{prefix}_analysis_job",
     }
+
+
+def _watch_interrupts(stop: threading.Event) -> threading.Event:
+    """Set `stop` when Dagster captures SIGINT/SIGTERM; returns an event that ends the watch.
+
+    During execution Dagster only records a signal (its handler sets a flag) and interrupts the run
+    between steps; the calls inside this step must learn of it themselves to stop starting new ones.
+    """
+    from dagster._utils.interrupts import check_captured_interrupt
+
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.1):
+            if check_captured_interrupt():
+                stop.set()
+                return
+
+    threading.Thread(target=watch, name="assay-interrupt-watch", daemon=True).start()
+    return done
 
 
 def _call_metadata(outcome: CallOutcome) -> dict[str, Any]:
@@ -183,7 +204,9 @@ def build_experiment_definitions(name: str) -> ExperimentDefinitions:
             context.log.warning(f"{len(stale)} partitions are not in the current plan and were skipped: {stale[:5]}")
         runner = CallRunner(session.client(session.budget(plan)))
         shown = 0
-        for outcome in runner.run([by_id[key].spec for key in keys if key in by_id]):
+        stop = threading.Event()
+        watcher = _watch_interrupts(stop)
+        for outcome in runner.run([by_id[key].spec for key in keys if key in by_id], stop):
             if outcome.ok:
                 yield AssetMaterialization(
                     asset_key=context.asset_key, partition=outcome.call_id, metadata=_call_metadata(outcome)
@@ -196,6 +219,12 @@ def build_experiment_definitions(name: str) -> ExperimentDefinitions:
             f"sent {summary.sent}, from store {summary.from_store}, failed {summary.failed}, "
             f"not started {summary.not_started}, spent ${summary.spent_usd:.4f}"
         )
+        watcher.set()
+        if summary.stopped_by == "signal":
+            raise Failure(
+                description=f"interrupted: no new calls were started; the calls in flight finished and are stored "
+                f"({summary.sent} sent this run). Resume with: assay resume {name}"
+            )
         if summary.failed or summary.not_started:
             cause = "the budget ran out" if summary.stopped_by == "budget" else f"{summary.failed} calls failed"
             raise Failure(

@@ -38,6 +38,7 @@ class LaunchReport:
     targeted: int = 0
     runs_failed: int = 0
     stopped_by_budget: bool = False
+    interrupted: bool = False
     messages: list[str] = field(default_factory=list)
 
 
@@ -126,6 +127,14 @@ class ExperimentLauncher:
     # -- steps ------------------------------------------------------------------------------------------
     def _calls_then_analysis(self) -> int:
         report = self.run_calls()
+        if report.interrupted:
+            status = self.session.status()
+            print(
+                f"assay: interrupted: {status.done}/{status.planned} calls stored, none lost. "
+                f"Resume with: assay resume {self.experiment}",
+                file=sys.stderr,
+            )
+            return 130
         result = self._execute(self.names["analysis"])
         status = self.session.status()
         folder = self.session.work_dir / "latest_run_folder"
@@ -168,6 +177,9 @@ class ExperimentLauncher:
                     report.messages.append(text)
                     if "budget" in text:
                         report.stopped_by_budget = True
+                        break
+                    if _interrupted(text):
+                        report.interrupted = True
                         break
         finally:
             progress_listeners.remove(progress.update)
@@ -248,6 +260,10 @@ class ExperimentLauncher:
                 if not evaluation.passed:
                     return evaluation.description or f"asset check {evaluation.check_name} failed"
         return ""
+
+
+def _interrupted(failure_text: str) -> bool:
+    return "interrupted" in failure_text.lower()
 
 
 class _Progress:

@@ -18,7 +18,7 @@ from pipeline.calls import CallSpec
 from pipeline.llm.client import CallResult, LLMClient
 from pipeline.llm.errors import AssayError, BudgetExceeded
 
-DEFAULT_MAX_IN_FLIGHT = 512  # tasks alive at once; per-model limits inside the client are the real cap
+DEFAULT_MAX_IN_FLIGHT = 512  # upper bound on tasks alive at once
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,21 @@ _DONE = object()
 class CallRunner:
     """Runs CallSpecs through an LLMClient with bounded concurrency; see the module docstring."""
 
-    def __init__(self, client: LLMClient, *, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+    def __init__(self, client: LLMClient, *, max_in_flight: int | None = None) -> None:
         self.client = client
         self.max_in_flight = max_in_flight
         self.summary = RunSummary()
+
+    def _in_flight_cap(self, specs: Sequence[CallSpec]) -> int:
+        # Start only as many calls as the models can have in flight: a started call waits in its model's
+        # limiter, and a stop must leave the calls not yet sent unstarted (each alias's fallbacks count too).
+        if self.max_in_flight is not None:
+            return self.max_in_flight
+        aliases = {spec.alias for spec in specs}
+        for alias in list(aliases):
+            aliases.update(self.client.zoo.get(alias).fallbacks)
+        capacity = sum(self.client.zoo.get(alias).limits.max_concurrent for alias in aliases)
+        return max(1, min(DEFAULT_MAX_IN_FLIGHT, capacity))
 
     def run(self, specs: Sequence[CallSpec], stop: threading.Event | None = None) -> Iterator[CallOutcome]:
         """Yield one CallOutcome per started call, in completion order. Sets `self.summary`."""
@@ -101,12 +112,13 @@ class CallRunner:
                 slots.release()
 
         async def main() -> None:
-            slots = asyncio.Semaphore(self.max_in_flight)
+            slots = asyncio.Semaphore(self._in_flight_cap(specs))
             tasks = []
             for spec in specs:
                 await slots.acquire()
                 if stop.is_set():
                     slots.release()
+                    summary.stopped_by = summary.stopped_by or "signal"
                     break
                 tasks.append(asyncio.create_task(one(spec, slots)))
             await asyncio.gather(*tasks)

@@ -93,3 +93,36 @@ def test_sigkill_midway_then_resume_resends_nothing_stored(tmp_path: Path) -> No
         assert summary["counts"]["answers_valid"] + summary["counts"]["answers_invalid"] == N_CALLS
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_new_calls_keeps_in_flight_ones_and_prints_resume(tmp_path: Path, signum: int) -> None:
+    items = tmp_path / "items.csv"
+    with items.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text"])
+        for index in range(200):
+            writer.writerow([f"s{index:03d}", f"Signal-test text number {index}."])
+    server = start_fake_server_process(latency=0.3)
+    try:
+        env = _env(tmp_path, server.base_url)
+        store = ResponseStore(tmp_path / "home" / "store")
+        flags = ["--model", "fake", "--input", str(items), "--set", "models.fake.limits.max_concurrent=4"]
+        proc = subprocess.Popen(
+            _assay("run", "hello", *flags), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 180
+        while len(store.stored_ids()) < 20:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode != 0
+        assert "assay resume" in err
+        stored = len(store.stored_ids())
+        assert stored < 200, "the run went on after the signal"
+        # Every call the server answered was stored: nothing paid for was lost to the interruption.
+        assert server.stats()["answered_ok_total"] == stored
+    finally:
+        server.stop()
