@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--calls, --concurrency and --rounds must be >= 1 and --latency >= 0")
 
     store_root = args.store_root or Path(tempfile.mkdtemp(prefix="assay-bench-store-"))
-    if store_root.exists() and any(store_root.iterdir()):
+    if store_root.exists() and any(store_root.iterdir()):  # the measured store is store_root itself
         parser.error(f"--store-root {store_root} is not empty; the benchmark needs a fresh store")
     server = start_fake_server_process(latency=args.latency)
     try:
@@ -216,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             # Warm-up: litellm's first calls import and build clients; not part of either figure.
             await bare_litellm(server.base_url, prompts("warm-up a", 2 * args.concurrency), args.concurrency)
             await assay_client(
-                LLMClient(zoo, ResponseStore(Path(tempfile.mkdtemp(prefix="assay-bench-warm-")))),
-                prompts("warm-up b", 2 * args.concurrency),
+                LLMClient(zoo, ResponseStore(store_root / "warm-up")), prompts("warm-up b", 2 * args.concurrency)
             )
             # The phases alternate in rounds, each going first every other round, so that a change in
             # machine load (other processes) lands on both alike instead of skewing the ratio.
@@ -246,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
 
-    stored = len(store.stored_ids())
+    stored = len(store.stored_ids())  # the warm-up store lives in its own subfolder, not counted here
     durable = summarize(store.durable_s)
     ratio = ours.calls_per_s / bare.calls_per_s
     print(

@@ -194,6 +194,8 @@ def format_validation_error(source: str, error: ValidationError) -> str:
         # object back would dump the file.
         echo = problem["type"] not in ("missing", "value_error") or not isinstance(found, dict)
         found_text = f"; found {found!r}" if echo and problem["type"] != "missing" else ""
+        if found_text and repr(found) in message:  # a custom validator already quoted the value
+            found_text = ""
         if problem["type"] == "value_error" and isinstance(found, dict):
             location = location if location != "(top level)" else "models"
         lines.append(f"{source}: {location}: {message}{found_text}")

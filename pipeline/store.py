@@ -8,8 +8,9 @@ Layout under the root:
     traces/<id[:2]>/<id>.jsonl     every attempt of the call, failed ones included, one JSON line each
     quarantine/                    records whose checksum failed, moved aside for inspection
 
-Records never contain API keys: requests are stored from `CallSpec.to_record()` (which has no key field)
-and every free-text field written here passes through `scrub_secrets`.
+Records never contain API keys: requests are stored from `CallSpec.to_record()` (which has no key field),
+and error messages and traces pass through `scrub_secrets`. Answers and raw provider responses are kept
+exactly as returned (they are the archive); a provider never echoes the caller's key in a response.
 """
 
 from __future__ import annotations

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from pipeline.calls import CallSpec
 from pipeline.config import ModelConfig, ModelZoo
@@ -41,11 +43,9 @@ DEFAULT_KEY_ENV = {
 }
 NO_KEY = "assay-no-key"  # OpenAI-compatible clients insist on some key even for keyless servers
 STORE_IO_THREADS = 32
-"""Threads for store reads, writes (two fsyncs each) and trace appends, kept apart from the default
-executor: litellm runs a step of every call there, so sharing it queued calls behind fsyncs and writes
-behind calls (arrival-to-durable p99 went from ~30 ms to ~500 ms in benchmarks/throughput.py)."""
-
-_T = TypeVar("_T")
+"""Threads for store writes (two fsyncs each), kept apart from the default executor: litellm runs a step
+of every call there, so sharing it queued writes behind calls and calls behind fsyncs. Mostly idle in
+fsync (no GIL held); a burst of answers (up to max_concurrent at once) should not wait for a free one."""
 
 
 @dataclass(frozen=True)
@@ -166,27 +166,15 @@ class LLMClient:
         reservation = self.budget.reserve(max(estimate_cost(spec, cfg).usd for cfg in chain))
         actual: float | None = None
         try:
-            answer = await self._call_with_fallbacks(spec, config, key)
-            actual = answer.record.cost_usd
-            await self._in_store_thread(self._persist, answer)
+            record = await self._call_with_fallbacks(spec, config, key)
+            actual = record.cost_usd
+            await asyncio.get_running_loop().run_in_executor(self._store_io, self.store.put, record)
         finally:
             self.budget.settle(reservation, actual)
-        return CallResult.from_record(answer.record, from_store=False)
+        return CallResult.from_record(record, from_store=False)
 
     # -- internals ------------------------------------------------------------------------------------
-    async def _in_store_thread(self, function: Callable[..., _T], *args: Any) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(self._store_io, function, *args)
-
-    def _persist(self, answer: _Answer) -> None:
-        # In a store thread, one job: the record first (a paid-for answer is durable as soon as possible),
-        # then the successful attempt's trace line. Written from the loop, that line's file creation
-        # stalled the loop whenever a journal commit (our own fsyncs) was in progress.
-        try:
-            self.store.put(answer.record)
-        finally:
-            self.store.append_trace(answer.record.call_id, answer.trace_event)
-
-    async def _call_with_fallbacks(self, spec: CallSpec, config: ModelConfig, key: str) -> _Answer:
+    async def _call_with_fallbacks(self, spec: CallSpec, config: ModelConfig, key: str) -> StoredResponse:
         started_at = utc_now()
         attempts_so_far = 0
         last_error: ProviderError | None = None
@@ -201,63 +189,83 @@ class LLMClient:
                 )
         for alias, model_config, model_key in chain:
             try:
-                success = await self._call_with_retries(spec, alias, model_config, model_key)
+                response, latency, attempts = await self._call_with_retries(spec, alias, model_config, model_key)
             except (RateLimited, TransientProviderError) as exc:
                 attempts_so_far += model_config.max_attempts
                 last_error = exc
                 continue
             except ProviderError:
                 raise
-            usage = _usage_of(success.response)
-            record = StoredResponse(
+            usage = _usage_of(response)
+            return StoredResponse(
                 call_id=spec.call_id,
                 request=spec.to_record(),
-                text=_text_of(success.response),
-                raw_response=_raw_of(success.response),
+                text=_text_of(response),
+                raw_response=_raw_of(response),
                 usage={"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
                 cost_usd=actual_cost(usage, model_config),
-                latency_s=success.latency_s,
+                latency_s=latency,
                 started_at=started_at,
                 finished_at=utc_now(),
-                attempts=attempts_so_far + success.attempts,
+                attempts=attempts_so_far + attempts,
                 model_used=model_config.model,
                 alias_used=alias,
             )
-            return _Answer(record, success.trace_event)
         assert last_error is not None
         raise last_error
 
-    async def _call_with_retries(self, spec: CallSpec, alias: str, config: ModelConfig, key: str) -> _Success:
+    async def _call_with_retries(
+        self, spec: CallSpec, alias: str, config: ModelConfig, key: str
+    ) -> tuple[Any, float, int]:
         limiter = self._limiter(config)
         tokens = estimate_cost(spec, config)
-        attempt = 0
-        while True:
-            attempt += 1
-            begun = time.monotonic()
-            try:
-                async with limiter.slot(tokens.prompt_tokens + tokens.max_output_tokens):
-                    begun = time.monotonic()
-                    response = await self._send(spec, config, key)
-            except BaseException as raw:  # noqa: BLE001 - classified below, unknown ones re-raised
-                if isinstance(raw, asyncio.CancelledError):
-                    raise
-                error = classify(
-                    raw, model=config.model, key_env=config.api_key_env or DEFAULT_KEY_ENV.get(config.provider)
-                )
-                self._trace(spec, alias, config, attempt, begun, error)
-                if not isinstance(error, ProviderError):
-                    raise
-                if isinstance(error, RateLimited):
-                    limiter.on_rate_limited()
-                retryable = isinstance(error, RateLimited | TransientProviderError)
-                if not retryable or attempt >= config.max_attempts:
-                    raise error from None
-                await asyncio.sleep(self.retry.wait_s(attempt, error))
-                continue
-            latency = time.monotonic() - begun
-            await limiter.on_success()
-            # The success line is written with the record (see _persist), not here on the loop.
-            return _Success(response, latency, attempt, self._attempt_event(alias, config, attempt, begun, None))
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(config.max_attempts),
+            wait=self._wait_before_retry,
+            retry=retry_if_exception_type((RateLimited, TransientProviderError)),
+            reraise=True,  # the last classified error, not tenacity's RetryError
+        )
+        async for attempt in retrying:
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                response, latency = await self._attempt(spec, alias, config, key, limiter, tokens.total_tokens, number)
+        return response, latency, number
+
+    def _wait_before_retry(self, retry_state: RetryCallState) -> float:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        return self.retry.wait_s(retry_state.attempt_number, error)
+
+    async def _attempt(
+        self,
+        spec: CallSpec,
+        alias: str,
+        config: ModelConfig,
+        key: str,
+        limiter: AdaptiveLimiter,
+        tokens: int,
+        number: int,
+    ) -> tuple[Any, float]:
+        """One try: send under the endpoint's limits, classify a failure, trace either way."""
+        begun = time.monotonic()
+        try:
+            async with limiter.slot(tokens):
+                begun = time.monotonic()
+                response = await self._send(spec, config, key)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as raw:  # noqa: BLE001 - classified below; unknown ones re-raised as they are
+            key_env = config.api_key_env or (DEFAULT_KEY_ENV.get(config.provider) if config.needs_key else None)
+            error = classify(raw, model=config.model, key_env=key_env)
+            self._trace(spec, alias, config, number, begun, error)
+            if not isinstance(error, ProviderError):
+                raise
+            if isinstance(error, RateLimited):
+                limiter.on_rate_limited()
+            raise error from None
+        latency = time.monotonic() - begun
+        self._trace(spec, alias, config, number, begun, None)
+        await limiter.on_success()
+        return response, latency
 
     async def _send(self, spec: CallSpec, config: ModelConfig, key: str) -> Any:
         import litellm
@@ -295,15 +303,8 @@ class LLMClient:
         return limiter
 
     def _trace(
-        self, spec: CallSpec, alias: str, config: ModelConfig, attempt: int, begun: float, error: BaseException
+        self, spec: CallSpec, alias: str, config: ModelConfig, attempt: int, begun: float, error: BaseException | None
     ) -> None:
-        # A failed attempt is traced at once, on the loop: failures are rare, and their lines keep their order.
-        self.store.append_trace(spec.call_id, self._attempt_event(alias, config, attempt, begun, error))
-
-    @staticmethod
-    def _attempt_event(
-        alias: str, config: ModelConfig, attempt: int, begun: float, error: BaseException | None
-    ) -> dict[str, Any]:
         event: dict[str, Any] = {
             "event": "attempt",
             "attempt": attempt,
@@ -317,25 +318,10 @@ class LLMClient:
             event["message"] = scrub_secrets(str(error))
             event["status_code"] = getattr(error, "status_code", None)
             event["retry_after"] = getattr(error, "retry_after", None)
-        return event
-
-
-@dataclass(frozen=True)
-class _Success:
-    """The successful attempt of one model: its response and the trace line still to write."""
-
-    response: Any
-    latency_s: float
-    attempts: int
-    trace_event: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """A finished call: the record to store and the trace line of its successful attempt."""
-
-    record: StoredResponse
-    trace_event: dict[str, Any]
+        # Written here on the loop, not awaited in a thread: between a response's arrival and its store.put
+        # an await costs a turn of a busy loop (hundreds of ms in benchmarks/throughput.py); an append is a
+        # small write, and doing it in a thread adds GIL hand-offs that slow the store writes more.
+        self.store.append_trace(spec.call_id, event)
 
 
 def _usage_of(response: Any) -> Usage:

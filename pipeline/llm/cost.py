@@ -37,6 +37,11 @@ class CostEstimate:
     usd: float
     method: str  # "tiktoken:<encoding>" or "chars/3.5"
 
+    @property
+    def total_tokens(self) -> int:
+        """Prompt tokens plus the most output tokens the call may produce (what a tpm limit counts)."""
+        return self.prompt_tokens + self.max_output_tokens
+
 
 @dataclass(frozen=True)
 class Usage:

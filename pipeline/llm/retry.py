@@ -73,7 +73,11 @@ def classify(exc: BaseException, *, model: str, key_env: str | None) -> Provider
     if isinstance(exc, litellm.RateLimitError) or status == 429:
         return RateLimited(detail, model=model, status_code=429, retry_after=_retry_after(exc))
     if isinstance(exc, litellm.AuthenticationError) or status == 401:
-        hint = f"set {key_env} to a valid key" if key_env else "check the API key for this provider"
+        hint = (
+            f"set {key_env} to a valid key"
+            if key_env
+            else "this alias sends no key (needs_key: false); if the server wants one, set api_key_env for it"
+        )
         return MissingCredentials(
             f"{model}: the provider rejected the API key (HTTP 401); {hint}", model=model, status_code=401
         )
