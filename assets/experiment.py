@@ -33,7 +33,8 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from pipeline.config import ExperimentConfig, load_experiment
-from pipeline.runner import CallOutcome, CallRunner
+from pipeline.runner import CallOutcome
+from pipeline.worker import call_runner_for
 from resources.assay import AssayResource
 
 MAX_FAILURE_LINES = 20
@@ -202,11 +203,12 @@ def build_experiment_definitions(name: str) -> ExperimentDefinitions:
         stale = [key for key in keys if key not in by_id]
         if stale:
             context.log.warning(f"{len(stale)} partitions are not in the current plan and were skipped: {stale[:5]}")
-        runner = CallRunner(session.client(session.budget(plan)))
+        specs = [by_id[key].spec for key in keys if key in by_id]
+        runner = call_runner_for(session.client(session.budget(plan)), len(specs))
         shown = 0
         stop = threading.Event()
         watcher = _watch_interrupts(stop)
-        for outcome in runner.run([by_id[key].spec for key in keys if key in by_id], stop):
+        for outcome in runner.run(specs, stop):
             if outcome.ok:
                 yield AssetMaterialization(
                     asset_key=context.asset_key, partition=outcome.call_id, metadata=_call_metadata(outcome)

@@ -103,13 +103,9 @@ def postgres_home(root: Path) -> Path:
     home = root / "pg_dagster_home"
     home.mkdir()
     shutil.copy(REPO / "configs" / "dagster" / "postgres.yaml", home / "dagster.yaml")
-    for name, value in {
-        "ASSAY_PG_HOST": "127.0.0.1",
-        "ASSAY_PG_PORT": "5432",
-        "ASSAY_PG_USER": "postgres",
-        "ASSAY_PG_PASSWORD": "",
-        "ASSAY_PG_DB": "test",
-    }.items():
+    from jobs.instance import LOCAL_POSTGRES_ENV
+
+    for name, value in LOCAL_POSTGRES_ENV.items():
         os.environ.setdefault(name, value)
     return home
 

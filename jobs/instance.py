@@ -198,6 +198,16 @@ class AssayPostgresEventLogStorage(BufferedAssetEvents, PostgresEventLogStorage)
         return PostgresEventLogStorage._connect(self)
 
 
+LOCAL_POSTGRES_ENV = {
+    "ASSAY_PG_HOST": "127.0.0.1",
+    "ASSAY_PG_PORT": "5432",
+    "ASSAY_PG_USER": "postgres",
+    "ASSAY_PG_PASSWORD": "",
+    "ASSAY_PG_DB": "test",
+}
+"""Settings for configs/dagster/postgres.yaml on a local server with trust auth (tests, benchmarks)."""
+
+
 def sqlite_instance_yaml(home: Path) -> str:
     """dagster.yaml of the embedded instance."""
     storage = home / "storage"

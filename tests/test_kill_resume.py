@@ -61,6 +61,12 @@ def test_sigkill_midway_then_resume_resends_nothing_stored(tmp_path: Path) -> No
             time.sleep(0.05)
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
+        # The call worker (a child process for batches this size) must die with the run: an orphan still
+        # storing responses would race the resume below.
+        time.sleep(1.0)
+        settled = len(store.stored_ids())
+        time.sleep(2.0)
+        assert len(store.stored_ids()) == settled, "calls kept being stored after the run was killed"
 
         before = {record.call_id: record for record in store.iter_records()}
         assert 0 < len(before) < N_CALLS

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobs.cli import main
+from jobs.instance import LOCAL_POSTGRES_ENV
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.test_pipeline import gold_responder
 
@@ -36,13 +37,7 @@ def test_run_and_resume_on_postgres_instance(tmp_path: Path, monkeypatch: pytest
     home.mkdir()
     shutil.copy(REPO / "configs" / "dagster" / "postgres.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
-    for name, value in {
-        "ASSAY_PG_HOST": "127.0.0.1",
-        "ASSAY_PG_PORT": "5432",
-        "ASSAY_PG_USER": "postgres",
-        "ASSAY_PG_PASSWORD": "",
-        "ASSAY_PG_DB": "test",
-    }.items():
+    for name, value in LOCAL_POSTGRES_ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("ASSAY_RUNS_DIR", str(tmp_path / "runs"))
