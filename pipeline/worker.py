@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import multiprocessing
 import os
 import queue
@@ -31,6 +32,8 @@ from pipeline.llm.cost import Budget
 from pipeline.llm.retry import RetryPolicy
 from pipeline.runner import CallOutcome, CallRunner, RunSummary, progress_listeners
 from pipeline.store import ResponseStore
+
+log = logging.getLogger(__name__)
 
 PROCESS_THRESHOLD = 200
 """Batches at least this large go to a worker process; smaller ones are not worth its ~2 s start-up."""
@@ -79,12 +82,11 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _worker_main(
-    settings: ClientSettings, spec_records: list[dict[str, Any]], outcomes: Any, stop: Any, max_in_flight: int | None
-) -> None:
+def _worker_main(settings: ClientSettings, inbox: Any, outcomes: Any, stop: Any, max_in_flight: int | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     try:
+        spec_records: list[dict[str, Any]] = inbox.get()
         runner = CallRunner(settings.build(), max_in_flight=max_in_flight)
         for outcome in runner.run([CallSpec.from_record(record) for record in spec_records], stop):
             outcomes.put(_slim(outcome))
@@ -119,17 +121,22 @@ class ProcessCallRunner:
     def run(self, specs: Sequence[CallSpec], stop: threading.Event | None = None) -> Iterator[CallOutcome]:
         """Yield one CallOutcome per started call, in completion order. Sets `self.summary`."""
         context = multiprocessing.get_context("spawn")  # never fork a process that has threads
+        inbox: Any = context.Queue()
         outcomes: Any = context.Queue()
         child_stop = context.Event()
+        # The specs go through a queue, not the start-up arguments: spawn writes those into a pipe whose
+        # write blocks forever if the child dies before reading it (the parent holds the read end too).
         child = context.Process(
             target=_worker_main,
-            args=(self.settings, [spec.to_record() for spec in specs], outcomes, child_stop, self.max_in_flight),
+            args=(self.settings, inbox, outcomes, child_stop, self.max_in_flight),
             name="assay-call-worker",
             daemon=True,
         )
         child.start()
+        inbox.put([spec.to_record() for spec in specs])
         self.summary = RunSummary(planned=len(specs))
         finished = False
+        received = 0
         try:
             while True:
                 if stop is not None and stop.is_set():
@@ -137,9 +144,21 @@ class ProcessCallRunner:
                 try:
                     item = outcomes.get(timeout=0.1)
                 except queue.Empty:
-                    if not child.is_alive():
-                        raise RuntimeError(f"the call worker died (exit code {child.exitcode})") from None
-                    continue
+                    if child.is_alive():
+                        continue
+                    if received == 0:
+                        # It could not start (e.g. a __main__ that spawn cannot re-import): do the work here.
+                        # Anything it did store is served from the store, never sent again.
+                        log.warning(
+                            "call worker exited with code %s before any call; calling in process", child.exitcode
+                        )
+                        fallback = CallRunner(self.settings.build(), max_in_flight=self.max_in_flight)
+                        yield from fallback.run(specs, stop)
+                        self.summary = fallback.summary
+                        finished = True
+                        break
+                    raise RuntimeError(f"the call worker died (exit code {child.exitcode})") from None
+                received += 1
                 if isinstance(item, tuple) and item[0] == _DONE:
                     self.summary = item[1]
                     finished = True
