@@ -163,7 +163,8 @@ def _ui(port: int) -> int:
     from jobs.instance import ensure_dagster_home
 
     ensure_dagster_home()
-    command = ["dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-p", str(port)]
+    # The interpreter running `assay` has dagster installed; a bare `dagster` may not be on PATH.
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-p", str(port)]
     print(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     return subprocess.call(command, cwd=REPO_ROOT)
 
