@@ -20,9 +20,6 @@ from typing import Any
 from pipeline.config import REPO_ROOT
 from pipeline.llm.errors import AssayError
 
-RUN_TAG_PID = "assay/pid"
-RUN_TAG_EXPERIMENT = "assay/experiment"
-
 
 def _environment_defaults() -> None:
     # litellm fetches a price map over the network at import unless told not to; Assay keeps prices in
@@ -91,9 +88,9 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 
 def _overrides_file(experiment: str) -> Path:
-    from pipeline.session import default_home
+    from pipeline.config import assay_home
 
-    return default_home() / "work" / Path(experiment).stem / "run_overrides.json"
+    return assay_home() / "work" / Path(experiment).stem / "run_overrides.json"
 
 
 def save_overrides(experiment: str, overrides: list[str]) -> None:

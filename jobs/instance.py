@@ -35,7 +35,7 @@ from sqlalchemy import create_engine
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.engine import Engine
 
-from pipeline.config import REPO_ROOT
+from pipeline.config import assay_home
 
 SQLITE_BUSY_TIMEOUT_S = 120
 BATCH_SIZE = 500
@@ -47,11 +47,6 @@ BUFFERED_EVENT_TYPES = frozenset(
         DagsterEventType.ASSET_OBSERVATION,
     }
 )
-
-
-def assay_home() -> Path:
-    """Root of Assay's local state: $ASSAY_HOME, else `.assay` in the repository."""
-    return Path(os.environ.get("ASSAY_HOME") or REPO_ROOT / ".assay").resolve()
 
 
 def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -21,6 +21,16 @@ from pipeline.llm.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_FILE = REPO_ROOT / "configs" / "models.yaml"
 
+
+def assay_home() -> Path:
+    """Assay's local state (store, work folders, models, Dagster home): $ASSAY_HOME, else `.assay` in the repo.
+
+    Read at call time, never at import, and anchored to the repository so that running `assay` from another
+    directory still finds the same store and the same joined model.
+    """
+    return Path(os.environ.get("ASSAY_HOME") or REPO_ROOT / ".assay").resolve()
+
+
 _T = TypeVar("_T", bound=BaseModel)
 _ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
 

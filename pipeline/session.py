@@ -18,9 +18,9 @@ from typing import Any
 
 from pipeline.config import (
     AUTO_MODEL,
-    REPO_ROOT,
     ExperimentConfig,
     ModelZoo,
+    assay_home,
     load_experiment,
     load_model_zoo,
 )
@@ -33,11 +33,6 @@ from pipeline.llm.errors import AssayError, ConfigError
 from pipeline.plan import CallPlan, PlannedCall
 from pipeline.stats.metrics import accuracy_with_ci
 from pipeline.store import ResponseStore, StoredResponse
-
-
-def default_home() -> Path:
-    """$ASSAY_HOME, else `.assay` in the repository."""
-    return Path(os.environ.get("ASSAY_HOME") or REPO_ROOT / ".assay").resolve()
 
 
 @dataclass(frozen=True)
@@ -94,7 +89,7 @@ class ExperimentSession:
         self.overrides = list(overrides)
         self.config: ExperimentConfig = load_experiment(name, self.overrides, environ=self.environ)
         self.zoo: ModelZoo = load_model_zoo(overrides=self.overrides)
-        self.home = home or default_home()
+        self.home = home or assay_home()
         self.store = ResponseStore(self.home / "store")
         self.work_dir = self.home / "work" / self.config.name
         self.experiment: ClassifyExperiment = experiment_for(self.config)

@@ -9,7 +9,6 @@ compare are measured on real answers. The unit tests at the top run without a se
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -545,31 +544,12 @@ def test_compare_two_runs(assay: Assay, capsys: pytest.CaptureFixture[str]) -> N
 # The real offline model
 
 
-def _local_model_missing() -> str | None:
-    if importlib.util.find_spec("pipeline.llm.local_provider") is None:
-        return "pipeline.llm.local_provider is not available (the local provider is not part of this checkout)"
-    try:
-        from pipeline.llm import local_provider  # noqa: F401
-    except ImportError as exc:
-        return f"pipeline.llm.local_provider cannot be imported ({exc}): pip install '.[local]'"
-    if importlib.util.find_spec("llama_cpp") is None:
-        return "llama-cpp-python is not installed: pip install '.[local]'"
-    from pipeline.llm.local_model import LOCAL_MODELS, MODEL_NAME, LocalModelUnavailable, find_part_files, is_trusted
-
-    spec = LOCAL_MODELS[MODEL_NAME]
-    if is_trusted(REPO_ROOT / ".assay" / "models" / spec.filename, spec.sha256):
-        return None
-    try:
-        find_part_files(spec.part_packages)
-    except LocalModelUnavailable as exc:
-        return str(exc)
-    return None
-
-
 @pytest.mark.slow
 @pytest.mark.local_model
 def test_local_model_classifies_ten_products(assay: Assay) -> None:
-    reason = _local_model_missing()
+    from pipeline.llm.local_model import unavailable_reason
+
+    reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
     shared_models = REPO_ROOT / ".assay" / "models"

@@ -207,6 +207,16 @@ def test_models_dir_defaults_to_assay_home(tmp_path: Path, monkeypatch: pytest.M
     assert path == tmp_path / "home" / "models" / "m.gguf"
 
 
+def test_models_dir_is_anchored_to_the_repo_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.config import REPO_ROOT
+
+    monkeypatch.delenv("ASSAY_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)  # `assay` run from elsewhere must find the same joined model
+    assert local_model.default_models_dir() == (REPO_ROOT / ".assay" / "models").resolve()
+
+
 def test_load_model_of_missing_file_says_how_to_build_it(tmp_path: Path) -> None:
     with pytest.raises(LocalModelError, match=r"pip install '\.\[local\]'"):
         load_model(tmp_path / "absent.gguf")
@@ -378,19 +388,6 @@ LABEL_SCHEMA = {
 }
 
 
-def _real_model_available() -> str | None:
-    if importlib.util.find_spec("llama_cpp") is None:
-        return "llama-cpp-python is not installed: pip install '.[local]'"
-    spec = LOCAL_MODELS[MODEL_NAME]
-    if is_trusted(local_model.default_models_dir() / spec.filename, spec.sha256):
-        return None
-    try:
-        find_part_files(spec.part_packages)
-    except LocalModelUnavailable as exc:
-        return str(exc)
-    return None
-
-
 def _classify_messages(text: str) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": "You label short texts. Answer with JSON only."},
@@ -415,7 +412,7 @@ async def _classify(text: str, schema: dict[str, Any] = LABEL_SCHEMA) -> Any:
 
 @pytest.fixture(scope="module")
 def real_model() -> None:
-    reason = _real_model_available()
+    reason = local_model.unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
     register_local_provider()

@@ -103,14 +103,27 @@ class ModelChecksumError(LocalModelError):
         self.expected_sha256 = expected_sha256
 
 
-def default_home() -> Path:
-    """Assay's state directory: `$ASSAY_HOME`, else `.assay` in the working directory."""
-    return Path(os.environ.get("ASSAY_HOME", ".assay"))
-
-
 def default_models_dir() -> Path:
-    """Where joined model files live: `<home>/models`."""
-    return default_home() / "models"
+    """Where joined model files live: `<assay home>/models` (see pipeline.config.assay_home)."""
+    from pipeline.config import assay_home
+
+    return assay_home() / "models"
+
+
+def unavailable_reason() -> str | None:
+    """Why the real local model cannot run here (with the command that fixes it), or None if it can."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return f"llama-cpp-python is not installed: {INSTALL_COMMAND}"
+    spec = LOCAL_MODELS[MODEL_NAME]
+    if is_trusted(default_models_dir() / spec.filename, spec.sha256):
+        return None
+    try:
+        find_part_files(spec.part_packages)
+    except LocalModelUnavailable as exc:
+        return str(exc)
+    return None
 
 
 def import_name(package: str) -> str:
