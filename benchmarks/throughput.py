@@ -4,12 +4,13 @@ Starts the fake server as a subprocess (so it does not share this process's GIL)
 
   (a) bare `litellm.acompletion` behind an `asyncio.Semaphore(concurrency)`;
   (b) `LLMClient.complete` with a fresh ResponseStore (store lookup, budget, limiter, retry wrapper,
-      trace, durable write with fsync) and the `fake` alias limited to `concurrency` calls in flight;
+      trace, durable group-committed write) and the `fake` alias limited to `concurrency` calls in flight;
 
 each on `--calls` distinct prompts (in `--rounds` alternating rounds, so drifting machine load hits both
 phases alike), and prints calls/s of both, the ratio b/a (target >= 0.8) and the
-arrival-to-durable latency of store writes (from litellm handing back the response to `store.put`
-returning, i.e. the window in which a crash loses a paid-for answer), p50/p99/max (target p99 << 500 ms).
+arrival-to-durable latency of store writes (from litellm handing back the response to the store writer
+acknowledging the group commit that made its record durable, i.e. the window in which a crash loses a
+paid-for answer), p50/p99/max (target p99 << 500 ms), and the CPU the store writer process used.
 
     python benchmarks/throughput.py [--calls 5000] [--concurrency 64] [--latency 0.05] [--rounds 5]
                                     [--profile out.prof] [--json]
@@ -26,7 +27,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +41,7 @@ from pipeline.calls import CallSpec  # noqa: E402
 from pipeline.config import ModelConfig, load_model_zoo  # noqa: E402
 from pipeline.llm.client import LLMClient  # noqa: E402
 from pipeline.llm.retry import RetryPolicy  # noqa: E402
-from pipeline.store import ResponseStore, StoredResponse  # noqa: E402
+from pipeline.store import ResponseStore  # noqa: E402
 from tests.fakes.openai_server import start_fake_server_process  # noqa: E402
 
 NO_KEY = "assay-no-key"
@@ -79,38 +79,33 @@ class LatencySummary:
     max_ms: float
 
 
-class TimedStore(ResponseStore):
-    """A ResponseStore that records, per write, the time from the response's arrival to `put` returning."""
-
-    def __init__(self, root: Path, arrivals: dict[str, float]) -> None:
-        super().__init__(root)
-        self.arrivals = arrivals
-        self.durable_s: list[float] = []
-        self.before_put_s: list[float] = []
-        self.put_s: list[float] = []
-        self._lock = threading.Lock()
-
-    def put(self, record: StoredResponse) -> Path:
-        begun = time.monotonic()
-        path = super().put(record)
-        done = time.monotonic()
-        arrived = self.arrivals[record.call_id]
-        with self._lock:
-            self.durable_s.append(done - arrived)
-            self.before_put_s.append(begun - arrived)
-            self.put_s.append(done - begun)
-        return path
-
-
 class TimedClient(LLMClient):
-    """An LLMClient that notes when each response arrives from litellm (the last attempt's arrival wins)."""
+    """An LLMClient that notes when each response arrives from litellm (the last attempt's arrival wins)
+    and when its record became durable (the end of the writer process's commit, as it reports)."""
 
-    arrivals: dict[str, float]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrivals: dict[str, float] = {}
+        self.durable_s: list[float] = []
+        self._writer.durable_listener = self._durable
+
+    def _durable(self, paths: list[str], committed_at: float) -> None:
+        for path in paths:
+            self.durable_s.append(committed_at - self.arrivals[Path(path).stem])
 
     async def _send(self, spec: CallSpec, config: ModelConfig, key: str) -> Any:
         response = await super()._send(spec, config, key)
         self.arrivals[spec.call_id] = time.monotonic()
         return response
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of another process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def prompts(tag: str, count: int) -> list[list[dict[str, str]]]:
@@ -207,10 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         os.environ["ASSAY_FAKE_BASE_URL"] = server.base_url
         zoo = load_model_zoo(overrides=[f"models.fake.limits.max_concurrent={args.concurrency}"])
-        arrivals: dict[str, float] = {}
-        store = TimedStore(store_root, arrivals)
+        store = ResponseStore(store_root)
         client = TimedClient(zoo, store, retry=RetryPolicy(base_s=0.05))
-        client.arrivals = arrivals
 
         async def run_all() -> tuple[PhaseResult, PhaseResult]:
             # Warm-up: litellm's first calls import and build clients; not part of either figure.
@@ -242,11 +235,13 @@ def main(argv: list[str] | None = None) -> int:
 
         bare, ours = asyncio.run(run_all())
         sent = server.total()
+        writer_cpu_s = process_cpu_s(client._writer._child.pid) if client._writer._child else 0.0
+        client.close()
     finally:
         server.stop()
 
     stored = len(store.stored_ids())  # the warm-up store lives in its own subfolder, not counted here
-    durable = summarize(store.durable_s)
+    durable = summarize(client.durable_s)
     ratio = ours.calls_per_s / bare.calls_per_s
     print(
         f"fake server: subprocess, latency {args.latency * 1e3:.0f} ms; {args.calls} calls per phase in "
@@ -265,10 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         f"  store writes, arrival -> durable: p50 {durable.p50_ms:.1f} ms, p99 {durable.p99_ms:.1f} ms, "
         f"max {durable.max_ms:.1f} ms over {durable.count} writes (target p99 << 500 ms)"
     )
-    before, inside = summarize(store.before_put_s), summarize(store.put_s)
+    groups = client._writer.groups_sent
     print(
-        f"    of which arrival -> put starts: p50 {before.p50_ms:.1f} ms, p99 {before.p99_ms:.1f} ms; "
-        f"put itself (2 fsyncs): p50 {inside.p50_ms:.1f} ms, p99 {inside.p99_ms:.1f} ms"
+        f"    {groups} groups sent to the store writer process ({args.calls / max(1, groups):.1f} records each); "
+        f"its CPU: {writer_cpu_s * 1e3 / args.calls:.2f} ms per call (not in the figures above)"
     )
     print(f"  records stored {stored}/{args.calls}; requests at the server {sent} (incl. warm-up)")
     if args.json:

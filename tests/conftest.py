@@ -125,6 +125,8 @@ def store(tmp_path: Path) -> ResponseStore:
 
 
 @pytest.fixture
-def client(zoo: ModelZoo, store: ResponseStore) -> LLMClient:
+def client(zoo: ModelZoo, store: ResponseStore) -> Iterator[LLMClient]:
     """An LLMClient over `zoo` and `store`, no budget, millisecond backoff."""
-    return LLMClient(zoo, store, retry=FAST_RETRY)
+    client = LLMClient(zoo, store, retry=FAST_RETRY)
+    yield client
+    client.close()

@@ -12,7 +12,6 @@ import asyncio
 import os
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from pipeline.calls import CallSpec
 from pipeline.config import ModelConfig, ModelZoo
-from pipeline.llm.cost import Budget, Usage, actual_cost, estimate_cost
+from pipeline.llm.cost import Budget, Usage, actual_cost, count_prompt_tokens, estimate_cost
 from pipeline.llm.errors import (
     FatalProviderError,
     MissingCredentials,
@@ -31,6 +30,7 @@ from pipeline.llm.errors import (
 from pipeline.llm.limits import AdaptiveLimiter
 from pipeline.llm.retry import RetryPolicy, classify
 from pipeline.store import ResponseStore, StoredResponse, scrub_secrets, utc_now
+from pipeline.store_writer import StoreWriter
 
 # Where each provider's key lives when the zoo does not say (litellm's own conventions).
 DEFAULT_KEY_ENV = {
@@ -42,10 +42,6 @@ DEFAULT_KEY_ENV = {
     "together_ai": "TOGETHERAI_API_KEY",
 }
 NO_KEY = "assay-no-key"  # OpenAI-compatible clients insist on some key even for keyless servers
-STORE_IO_THREADS = 32
-"""Threads for store writes (two fsyncs each), kept apart from the default executor: litellm runs a step
-of every call there, so sharing it queued writes behind calls and calls behind fsyncs. Mostly idle in
-fsync (no GIL held); a burst of answers (up to max_concurrent at once) should not wait for a free one."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +129,8 @@ class LLMClient:
         self.retry = retry or RetryPolicy()
         self.environ = os.environ if environ is None else environ
         self._limiters: dict[tuple[int, str, str | None], AdaptiveLimiter] = {}
-        self._store_io = ThreadPoolExecutor(max_workers=STORE_IO_THREADS, thread_name_prefix="assay-store-io")
+        # Responses and traces are written by one group-committing thread (see pipeline/store_writer.py).
+        self._writer = StoreWriter(store)
 
     # -- public ---------------------------------------------------------------------------------------
     def spec_for(
@@ -163,18 +160,29 @@ class LLMClient:
         # Any model of the fallback chain may end up answering, so hold the dearest one's estimate:
         # reserving only the primary's would let a pricier fallback cross the budget.
         chain = [config, *(self.zoo.get(fallback) for fallback in config.fallbacks)]
-        reservation = self.budget.reserve(max(estimate_cost(spec, cfg).usd for cfg in chain))
+        counted = count_prompt_tokens(spec)
+        reservation = self.budget.reserve(max(estimate_cost(spec, cfg, counted).usd for cfg in chain))
         actual: float | None = None
         try:
-            record = await self._call_with_fallbacks(spec, config, key)
+            record = await self._call_with_fallbacks(spec, config, key, counted)
             actual = record.cost_usd
-            await asyncio.get_running_loop().run_in_executor(self._store_io, self.store.put, record)
+            await self._writer.write(record)
+        except Exception:
+            # A queued success trace (the record then failed to write) must be on disk when this raises.
+            await self._writer.flush()
+            raise
         finally:
             self.budget.settle(reservation, actual)
         return CallResult.from_record(record, from_store=False)
 
+    def close(self) -> None:
+        """Stop the store writer's sync thread (a later call starts a new one)."""
+        self._writer.close()
+
     # -- internals ------------------------------------------------------------------------------------
-    async def _call_with_fallbacks(self, spec: CallSpec, config: ModelConfig, key: str) -> StoredResponse:
+    async def _call_with_fallbacks(
+        self, spec: CallSpec, config: ModelConfig, key: str, counted: tuple[int, str]
+    ) -> StoredResponse:
         started_at = utc_now()
         attempts_so_far = 0
         last_error: ProviderError | None = None
@@ -189,7 +197,9 @@ class LLMClient:
                 )
         for alias, model_config, model_key in chain:
             try:
-                response, latency, attempts = await self._call_with_retries(spec, alias, model_config, model_key)
+                response, latency, attempts = await self._call_with_retries(
+                    spec, alias, model_config, model_key, counted
+                )
             except (RateLimited, TransientProviderError) as exc:
                 attempts_so_far += model_config.max_attempts
                 last_error = exc
@@ -215,10 +225,10 @@ class LLMClient:
         raise last_error
 
     async def _call_with_retries(
-        self, spec: CallSpec, alias: str, config: ModelConfig, key: str
+        self, spec: CallSpec, alias: str, config: ModelConfig, key: str, counted: tuple[int, str]
     ) -> tuple[Any, float, int]:
         limiter = self._limiter(config)
-        tokens = estimate_cost(spec, config)
+        tokens = estimate_cost(spec, config, counted)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(config.max_attempts),
             wait=self._wait_before_retry,
@@ -291,8 +301,10 @@ class LLMClient:
             value = getattr(spec, name)
             if value is not None:
                 kwargs[name] = value
-        # litellm's timeout does not cover every transport stall; this one always fires.
-        return await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=config.timeout_s + 1.0)
+        # litellm's timeout does not cover every transport stall; this one always fires. (asyncio.timeout,
+        # unlike wait_for, runs the call in this task instead of wrapping it in another one.)
+        async with asyncio.timeout(config.timeout_s + 1.0):
+            return await litellm.acompletion(**kwargs)
 
     def _limiter(self, config: ModelConfig) -> AdaptiveLimiter:
         # asyncio primitives belong to one event loop; a client may serve several asyncio.run() calls.
@@ -318,10 +330,11 @@ class LLMClient:
             event["message"] = scrub_secrets(str(error))
             event["status_code"] = getattr(error, "status_code", None)
             event["retry_after"] = getattr(error, "retry_after", None)
-        # Written here on the loop, not awaited in a thread: between a response's arrival and its store.put
-        # an await costs a turn of a busy loop (hundreds of ms in benchmarks/throughput.py); an append is a
-        # small write, and doing it in a thread adds GIL hand-offs that slow the store writes more.
-        self.store.append_trace(spec.call_id, event)
+        if error is None:
+            # A success is written with its record's group commit (ahead of the record), not on its own.
+            self._writer.trace(spec.call_id, event)
+        else:
+            self.store.append_trace(spec.call_id, event)  # on disk at once: the call may be about to fail
 
 
 def _usage_of(response: Any) -> Usage:

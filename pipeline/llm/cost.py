@@ -104,9 +104,13 @@ def price_per_token(config: ModelConfig) -> tuple[float, float]:
         return 0.0, 0.0
 
 
-def estimate_cost(spec: CallSpec, config: ModelConfig) -> CostEstimate:
-    """Upper-bound cost of `spec` on `config`'s model."""
-    prompt_tokens, method = count_prompt_tokens(spec)
+def estimate_cost(spec: CallSpec, config: ModelConfig, counted: tuple[int, str] | None = None) -> CostEstimate:
+    """Upper-bound cost of `spec` on `config`'s model.
+
+    `counted` is `count_prompt_tokens(spec)` when the caller has it already (tokenizing is most of the cost
+    of an estimate, and the count does not depend on which model of a fallback chain is priced).
+    """
+    prompt_tokens, method = counted if counted is not None else count_prompt_tokens(spec)
     max_output = spec.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS
     per_in, per_out = price_per_token(config)
     return CostEstimate(prompt_tokens, max_output, prompt_tokens * per_in + max_output * per_out, method)
