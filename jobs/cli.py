@@ -127,8 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pipeline.report.compare import compare_runs_cli
 
             return compare_runs_cli(Path(args.run_a), Path(args.run_b), Path(args.output) if args.output else None)
-        from jobs.launcher import ExperimentLauncher
-
         experiment = args.experiment
         overrides = overrides_from_args(args)
         if getattr(args, "config", None):
@@ -137,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("resume", "status"):
             # Resume what was run: the last `assay run` flags first, then any given now (they win).
             overrides = [*saved_overrides(experiment), *overrides]
+        if args.command in ("run", "resume"):
+            _prewarm_call_worker(experiment, overrides, resuming=args.command == "resume")
+        from jobs.launcher import ExperimentLauncher  # Dagster's import takes seconds: the worker starts first
+
         launcher = ExperimentLauncher(experiment, overrides)
         if args.command == "run":
             save_overrides(experiment, overrides)
@@ -154,6 +156,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     return 0
+
+
+def _prewarm_call_worker(experiment: str, overrides: list[str], *, resuming: bool) -> None:
+    """Start the call worker of a large run now: its ~4 s of imports overlap with Dagster's and planning."""
+    from pipeline.session import ExperimentSession
+    from pipeline.worker import PROCESS_THRESHOLD, prewarm_worker, worker_enabled
+
+    if not worker_enabled():
+        return
+    try:
+        expected = ExperimentSession(experiment, overrides).expected_calls(resuming=resuming)
+    except AssayError:
+        return  # the launcher reports the problem in its own words
+    if expected >= PROCESS_THRESHOLD:
+        prewarm_worker()
 
 
 def _ui(port: int) -> int:

@@ -103,6 +103,14 @@ class BufferedAssetEvents:
             self.flush()
             super().store_event(event)  # type: ignore[misc]
 
+    def _has_asset_key_col_on_connection(self, conn: Any, column_name: str) -> bool:
+        # Dagster reflects the asset_keys table for every asset event (~0.25 ms each); its columns only
+        # change by `dagster instance migrate`, which is run with no Assay process on the instance.
+        cache: dict[str, bool] = self.__dict__.setdefault("_asset_key_columns", {})
+        if column_name not in cache:
+            cache[column_name] = super()._has_asset_key_col_on_connection(conn, column_name)  # type: ignore[misc]
+        return cache[column_name]
+
     def store_event_batch(self, events: Any) -> None:
         """Dagster's batch entry point (planned events): same buffering."""
         for event in events:

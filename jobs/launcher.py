@@ -25,6 +25,7 @@ from jobs.instance import get_instance
 from pipeline.config import REPO_ROOT
 from pipeline.runner import CallOutcome, progress_listeners
 from pipeline.session import ExperimentSession
+from pipeline.worker import discard_warm_worker
 
 RUN_TAG_PID = "assay/pid"
 RUN_TAG_EXPERIMENT = "assay/experiment"
@@ -92,6 +93,12 @@ class ExperimentLauncher:
     # -- commands ---------------------------------------------------------------------------------------
     def run(self) -> int:
         """Plan, send every call not yet done, analyse. Exit code 0 when every call has a response."""
+        try:
+            return self._run()
+        finally:
+            discard_warm_worker()  # started by the command for a large run that turned out not to need it
+
+    def _run(self) -> int:
         name = self.session.config.name
         print(f"assay: {name}: planning (models: {', '.join(self.session.aliases())})", flush=True)
         result = self._execute(self.names["plan"])
@@ -109,7 +116,10 @@ class ExperimentLauncher:
         marked = self.mark_dead_runs_failed()
         if marked:
             print(f"assay: marked {marked} run(s) whose process died as FAILED", flush=True)
-        return self._calls_then_analysis()
+        try:
+            return self._calls_then_analysis()
+        finally:
+            discard_warm_worker()
 
     def print_status(self) -> int:
         """Print done / failed / missing calls of the current plan and the spend."""

@@ -69,9 +69,29 @@ class CallPlan:
 
     @classmethod
     def load(cls, path: Path) -> CallPlan:
-        """Read a plan; a missing file says which asset to materialize first."""
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: materialize llm_calls first (assay run <experiment>)")
+        """Read a plan; a missing file says which asset to materialize first.
+
+        Each stage of a run reads the plan again (5,000 calls take ~0.3 s to parse and re-hash); a plan
+        already read by this process is reused while its file is unchanged (same mtime and size).
+        """
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{path} does not exist: materialize llm_calls first (assay run <experiment>)"
+            ) from None
+        key, version = str(path.resolve()), (stat.st_mtime_ns, stat.st_size)
+        cached = _LOADED.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        plan = cls._read(path)
+        _LOADED[key] = (version, plan)
+        while len(_LOADED) > _LOADED_MAX:
+            del _LOADED[next(iter(_LOADED))]
+        return plan
+
+    @classmethod
+    def _read(cls, path: Path) -> CallPlan:
         with path.open(encoding="utf-8") as handle:
             header = json.loads(handle.readline())
             if header.get("format_version") != PLAN_FORMAT_VERSION:
@@ -84,3 +104,7 @@ class CallPlan:
                     raise ValueError(f"{path}: call {data['call_id']} does not hash to its id; the plan was edited")
                 calls.append(PlannedCall(spec, tuple(data["item_ids"])))
         return cls(header["experiment"], tuple(calls))
+
+
+_LOADED: dict[str, tuple[tuple[int, int], CallPlan]] = {}  # path -> ((mtime_ns, size), plan); plans are frozen
+_LOADED_MAX = 4

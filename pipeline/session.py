@@ -166,6 +166,15 @@ class ExperimentSession:
         spent = self.status(plan).spent_usd if already else 0.0
         return PlanSummary(plan, estimate, self.config.budget.max_cost_usd, already, spent)
 
+    def expected_calls(self, *, resuming: bool = False) -> int:
+        """About how many calls the next run will send, cheaply (no rendering): a resumed run's missing
+        calls, else items x models x repeats / items per prompt. Decides whether to start a call worker."""
+        if resuming:
+            return len(self.status().missing) if self.plan_path.exists() else 0
+        items = len(self.experiment.load_items().items)
+        per_prompt = self.config.run.items_per_prompt
+        return -(-items // per_prompt) * len(self.aliases()) * self.config.params.repeats
+
     def load_plan(self) -> CallPlan:
         """The current plan (written by `plan`)."""
         return CallPlan.load(self.plan_path)

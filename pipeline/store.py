@@ -25,6 +25,8 @@ import json
 import logging
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -75,7 +77,7 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-@dataclass
+@dataclass(frozen=True)
 class StoredResponse:
     """One answered call as kept on disk (format version RECORD_FORMAT_VERSION).
 
@@ -151,6 +153,30 @@ class StoredResponse:
     def spec(self) -> CallSpec:
         """The request as a CallSpec."""
         return CallSpec.from_record(self.request)
+
+
+class _RecordCache:
+    """Verified records by path and file version, least recently used dropped first (thread-safe)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[Path, tuple[tuple[int, int], StoredResponse]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, version: tuple[int, int]) -> StoredResponse | None:
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is None or entry[0] != version:
+                return None
+            self._entries.move_to_end(path)
+            return entry[1]
+
+    def put(self, path: Path, version: tuple[int, int], record: StoredResponse) -> None:
+        with self._lock:
+            self._entries[path] = (version, record)
+            self._entries.move_to_end(path)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
 
 
 class CorruptRecord(Exception):
@@ -232,17 +258,30 @@ class ResponseStore:
         return [path if error is None else OSError(error) for path, error in zip(paths, errors, strict=True)]
 
     def get(self, call_id: str) -> StoredResponse | None:
-        """The record of `call_id`, or None if absent or corrupt (a corrupt one is reported and quarantined)."""
+        """The record of `call_id`, or None if absent or corrupt (a corrupt one is reported and quarantined).
+
+        The stages of a run read each record several times (status, extraction, evaluation, report); a
+        record this process has verified is reused while its file is unchanged (same mtime and size).
+        """
         path = self.record_path(call_id)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return None
+        cached = _RECORDS.get(path, (stat.st_mtime_ns, stat.st_size))
+        if cached is not None:
+            return cached
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
             return None
         try:
-            return StoredResponse.from_json_dict(json.loads(raw))
+            record = StoredResponse.from_json_dict(json.loads(raw))
         except (CorruptRecord, json.JSONDecodeError, UnicodeDecodeError) as exc:
             self._quarantine(path, call_id, str(exc))
             return None
+        _RECORDS.put(path, (stat.st_mtime_ns, stat.st_size), record)
+        return record
 
     def has(self, call_id: str) -> bool:
         """True if a valid record exists (verifies the checksum)."""
@@ -306,6 +345,9 @@ class ResponseStore:
         if best is None:
             return MissExplanation(spec.call_id, False, None, (), candidates)
         return MissExplanation(spec.call_id, False, best[1], tuple(best[2]), candidates)
+
+
+_RECORDS = _RecordCache(capacity=20_000)  # ~5 KB each: at most ~100 MB, and only in processes that read many
 
 
 def record_bytes(record: StoredResponse) -> bytes:

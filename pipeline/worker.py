@@ -82,17 +82,81 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _worker_main(settings: ClientSettings, inbox: Any, outcomes: Any, stop: Any, max_in_flight: int | None) -> None:
+def _worker_main(inbox: Any, outcomes: Any, stop: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     try:
-        spec_records: list[dict[str, Any]] = inbox.get()
+        # The slow part of starting (~4 s of imports on 2 cores) comes before the job: a worker started
+        # early by `prewarm_worker` does it while the parent is still planning.
+        import litellm  # noqa: F401
+
+        job = inbox.get()
+        if job is None:  # a warm worker that was not needed
+            return
+        settings, max_in_flight, spec_records = job
         runner = CallRunner(settings.build(), max_in_flight=max_in_flight)
-        for outcome in runner.run([CallSpec.from_record(record) for record in spec_records], stop):
-            outcomes.put(_slim(outcome))
+        try:
+            for outcome in runner.run([CallSpec.from_record(record) for record in spec_records], stop):
+                outcomes.put(_slim(outcome))
+        finally:
+            runner.client.close()
         outcomes.put((_DONE, runner.summary))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
         outcomes.put((_FAILED, f"{type(exc).__name__}: {exc}"))
+
+
+@dataclass
+class _Worker:
+    """A started worker process and its queues, waiting for its job."""
+
+    process: Any
+    inbox: Any
+    outcomes: Any
+    stop: Any
+
+    def alive(self) -> bool:
+        return bool(self.process.is_alive())
+
+
+def _start_worker() -> _Worker:
+    context = multiprocessing.get_context("spawn")  # never fork a process that has threads
+    inbox: Any = context.Queue()
+    outcomes: Any = context.Queue()
+    stop = context.Event()
+    # The job goes through a queue, not the start-up arguments: spawn writes those into a pipe whose write
+    # blocks forever if the child dies before reading it (the parent holds the read end too).
+    process = context.Process(target=_worker_main, args=(inbox, outcomes, stop), name="assay-call-worker", daemon=True)
+    process.start()
+    return _Worker(process, inbox, outcomes, stop)
+
+
+_warm: _Worker | None = None
+
+
+def prewarm_worker() -> None:
+    """Start a call worker now, so its imports overlap with planning; the next large batch takes it."""
+    global _warm
+    if _warm is None or not _warm.alive():
+        _warm = _start_worker()
+
+
+def discard_warm_worker() -> None:
+    """Stop a prewarmed worker that no batch took (it exits without calling anything)."""
+    global _warm
+    worker, _warm = _warm, None
+    if worker is not None and worker.alive():
+        worker.inbox.put(None)
+        worker.process.join(timeout=10)
+        if worker.process.is_alive():
+            worker.process.kill()
+
+
+def _take_worker() -> _Worker:
+    global _warm
+    worker, _warm = _warm, None
+    if worker is not None and worker.alive():
+        return worker
+    return _start_worker()
 
 
 def _slim(outcome: CallOutcome) -> CallOutcome:
@@ -120,20 +184,9 @@ class ProcessCallRunner:
 
     def run(self, specs: Sequence[CallSpec], stop: threading.Event | None = None) -> Iterator[CallOutcome]:
         """Yield one CallOutcome per started call, in completion order. Sets `self.summary`."""
-        context = multiprocessing.get_context("spawn")  # never fork a process that has threads
-        inbox: Any = context.Queue()
-        outcomes: Any = context.Queue()
-        child_stop = context.Event()
-        # The specs go through a queue, not the start-up arguments: spawn writes those into a pipe whose
-        # write blocks forever if the child dies before reading it (the parent holds the read end too).
-        child = context.Process(
-            target=_worker_main,
-            args=(self.settings, inbox, outcomes, child_stop, self.max_in_flight),
-            name="assay-call-worker",
-            daemon=True,
-        )
-        child.start()
-        inbox.put([spec.to_record() for spec in specs])
+        worker = _take_worker()
+        child, outcomes, child_stop = worker.process, worker.outcomes, worker.stop
+        worker.inbox.put((self.settings, self.max_in_flight, [spec.to_record() for spec in specs]))
         self.summary = RunSummary(planned=len(specs))
         finished = False
         received = 0
@@ -187,9 +240,13 @@ def _drain_until_done(outcomes: Any, child: Any) -> None:
             return
 
 
+def worker_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """False when ASSAY_CALL_WORKER=0 (every batch is called in process)."""
+    return (os.environ if environ is None else environ).get("ASSAY_CALL_WORKER", "1") != "0"
+
+
 def call_runner_for(client: LLMClient, n_calls: int, environ: Mapping[str, str] | None = None) -> Any:
     """A ProcessCallRunner for large batches (>= PROCESS_THRESHOLD, unless ASSAY_CALL_WORKER=0), else CallRunner."""
-    env = os.environ if environ is None else environ
-    if n_calls >= PROCESS_THRESHOLD and env.get("ASSAY_CALL_WORKER", "1") != "0":
+    if n_calls >= PROCESS_THRESHOLD and worker_enabled(environ):
         return ProcessCallRunner(client)
     return CallRunner(client)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from pipeline.config import ModelZoo
 from pipeline.llm.client import LLMClient
 from pipeline.llm.errors import ConfigError
 from pipeline.store import ResponseStore
-from tests.conftest import msgs
+from tests.conftest import REPO_ROOT, msgs
 
 BASE = CallSpec(
     alias="fake",
@@ -164,3 +166,44 @@ def test_zero_max_tokens_is_a_config_error_naming_the_value() -> None:
 
 def _init_fields() -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(CallSpec) if f.init]
+
+
+def test_token_counts_need_no_litellm_import(tmp_path: Path) -> None:
+    # Planning counts tokens for the budget; importing litellm for its tokenizer files took ~4 s.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from pipeline.calls import CallSpec; from pipeline.llm.cost import count_prompt_tokens; "
+        "spec = CallSpec(alias='a', model='openai/gpt-4o-mini', version='1', "
+        "messages=({'role': 'user', 'content': 'hello world'},)); "
+        "print(count_prompt_tokens(spec), 'litellm' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "CUSTOM_TIKTOKEN_CACHE_DIR")}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(9, 'tiktoken:o200k_base') False"
+
+
+def test_a_plan_is_read_once_while_its_file_is_unchanged(tmp_path: Path) -> None:
+    from pipeline.plan import CallPlan, PlannedCall
+
+    def plan_of(texts: list[str]) -> CallPlan:
+        calls = [
+            PlannedCall(CallSpec(alias="a", model="openai/m", version="1", messages=tuple(msgs(t))), (t,))
+            for t in texts
+        ]
+        return CallPlan("exp", tuple(calls))
+
+    path = tmp_path / "call_plan.jsonl"
+    plan_of(["one", "two"]).save(path)
+    first = CallPlan.load(path)
+    assert CallPlan.load(path) is first  # parsed and re-hashed once
+    plan_of(["three"]).save(path)
+    again = CallPlan.load(path)
+    assert again is not first and [call.item_ids for call in again.calls] == [("three",)]
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="materialize llm_calls first"):
+        CallPlan.load(path)

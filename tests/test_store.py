@@ -195,3 +195,25 @@ def test_explain_miss_when_found_or_nothing_to_compare(store: ResponseStore) -> 
     assert "no stored call for this item" in str(store.explain_miss(spec))
     store.put(make_record(spec))
     assert store.explain_miss(spec).found
+
+
+def test_a_record_read_again_after_it_changed_is_read_from_disk(store: ResponseStore) -> None:
+    spec = make_spec()
+    store.put(make_record(spec, text="first"))
+    assert store.get(spec.call_id).text == "first"  # type: ignore[union-attr]  # now cached
+    store.put(make_record(spec, text="second answer"))  # a new file (rename): another version
+    assert store.get(spec.call_id).text == "second answer"  # type: ignore[union-attr]
+    path = store.record_path(spec.call_id)
+    path.write_text(path.read_text(encoding="utf-8").replace("second answer", "tampered"), encoding="utf-8")
+    assert store.get(spec.call_id) is None  # the change is seen and the checksum catches it
+    path.unlink(missing_ok=True)
+    assert store.get(spec.call_id) is None
+
+
+def test_cached_records_cannot_be_changed_in_place(store: ResponseStore) -> None:
+    spec = make_spec()
+    store.put(make_record(spec))
+    record = store.get(spec.call_id)
+    assert record is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.text = "changed"  # type: ignore[misc]

@@ -66,3 +66,30 @@ def test_small_batches_stay_in_process(tmp_path: Path) -> None:
     assert type(call_runner_for(client, PROCESS_THRESHOLD - 1)).__name__ == "CallRunner"
     assert type(call_runner_for(client, PROCESS_THRESHOLD)).__name__ == "ProcessCallRunner"
     assert type(call_runner_for(client, 10_000, {"ASSAY_CALL_WORKER": "0"})).__name__ == "CallRunner"
+
+
+@pytest.mark.slow
+def test_a_prewarmed_worker_takes_the_next_batch(tmp_path: Path, slow_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import worker
+
+    client = _client(tmp_path, slow_server.base_url, monkeypatch)
+    worker.prewarm_worker()  # after the environment is set: a warm worker inherits it as it is now
+    warm = worker._warm
+    assert warm is not None and warm.alive()
+    specs = [client.spec_for("fake", [{"role": "user", "content": f"warm {i}"}], max_tokens=8) for i in range(20)]
+    outcomes = list(ProcessCallRunner(client).run(specs))
+    assert len(outcomes) == 20 and all(outcome.ok for outcome in outcomes)
+    assert worker._warm is None, "the batch took the warm worker"
+    warm.process.join(timeout=30)
+    assert warm.process.exitcode == 0
+
+
+def test_an_unused_warm_worker_is_stopped_cleanly() -> None:
+    from pipeline import worker
+
+    worker.prewarm_worker()
+    warm = worker._warm
+    assert warm is not None
+    worker.discard_warm_worker()
+    assert worker._warm is None and not warm.process.is_alive() and warm.process.exitcode == 0
+    worker.discard_warm_worker()  # nothing to stop: a no-op

@@ -10,11 +10,14 @@ prompt; for OpenAI models it is zero. Finished responses are never discarded whe
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
+import os
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from pipeline.calls import CallSpec
@@ -58,11 +61,25 @@ class Usage:
 
 @lru_cache(maxsize=8)
 def _encoding(name: str) -> Any:
-    # litellm points TIKTOKEN_CACHE_DIR at the encodings it ships, so this works offline.
-    import litellm.litellm_core_utils.default_encoding  # noqa: F401
+    # tiktoken downloads its encodings unless TIKTOKEN_CACHE_DIR holds them. litellm ships them and points
+    # that variable at its copy when imported, but importing litellm takes ~4 s and planning needs none of
+    # it (the calls run in a worker process): point at its copy without the import.
+    if not os.environ.get("TIKTOKEN_CACHE_DIR"):
+        folder = os.environ.get("CUSTOM_TIKTOKEN_CACHE_DIR") or _litellm_tokenizers()
+        if folder:
+            os.environ["TIKTOKEN_CACHE_DIR"] = folder
     import tiktoken
 
     return tiktoken.get_encoding(name)
+
+
+def _litellm_tokenizers() -> str | None:
+    spec = importlib.util.find_spec("litellm")  # finds the package without running it
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        folder = Path(location) / "litellm_core_utils" / "tokenizers"
+        if folder.is_dir():
+            return str(folder)
+    return None
 
 
 def _encoding_name(model: str) -> str | None:
