@@ -502,3 +502,31 @@ def _iso_seconds(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp).timestamp()
+
+
+def test_the_same_call_twice_at_once_is_sent_once(client: LLMClient, server: FakeOpenAIServer) -> None:
+    messages = msgs("asked twice at once")
+    spec = client.spec_for("fake", messages)
+
+    async def both() -> list[Any]:
+        return list(await asyncio.gather(client.complete(spec), client.complete(spec)))
+
+    first, second = run(both())
+    assert server.count(messages) == 1
+    assert sorted([first.from_store, second.from_store]) == [False, True]
+    assert first.text == second.text
+
+
+def test_a_failed_call_fails_its_concurrent_twin_without_a_second_request(
+    client: LLMClient, server: FakeOpenAIServer
+) -> None:
+    messages = msgs("twin of a bad request")
+    server.inject("400", times=5, match="twin of a bad request")
+    spec = client.spec_for("fake", messages)
+
+    async def both() -> list[Any]:
+        return list(await asyncio.gather(client.complete(spec), client.complete(spec), return_exceptions=True))
+
+    outcomes = run(both())
+    assert all(isinstance(outcome, FatalProviderError) for outcome in outcomes)
+    assert server.count(messages) == 1

@@ -131,6 +131,7 @@ class LLMClient:
         self._limiters: dict[tuple[int, str, str | None], AdaptiveLimiter] = {}
         # Responses and traces are written by one group-committing thread (see pipeline/store_writer.py).
         self._writer = StoreWriter(store)
+        self._in_flight: dict[tuple[int, str], asyncio.Future[StoredResponse]] = {}
 
     # -- public ---------------------------------------------------------------------------------------
     def spec_for(
@@ -154,7 +155,37 @@ class LLMClient:
         stored = self.store.get(spec.call_id)
         if stored is not None:
             return CallResult.from_record(stored, from_store=True)
+        # The same call already on its way (two items rendering to the same prompt, a caller retrying
+        # while the first attempt runs): wait for that one instead of paying twice.
+        in_flight_key = (id(asyncio.get_running_loop()), spec.call_id)
+        pending = self._in_flight.get(in_flight_key)
+        if pending is not None:
+            try:
+                record = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if pending.cancelled() and task is not None and not task.cancelling():
+                    return await self.complete(spec)  # the first caller was cancelled, not this one
+                raise
+            return CallResult.from_record(record, from_store=True)
+        future: asyncio.Future[StoredResponse] = asyncio.get_running_loop().create_future()
+        self._in_flight[in_flight_key] = future
+        try:
+            record = await self._send_and_store(spec)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        else:
+            future.set_result(record)
+        finally:
+            del self._in_flight[in_flight_key]
+        return CallResult.from_record(record, from_store=False)
 
+    async def _send_and_store(self, spec: CallSpec) -> StoredResponse:
         config = self.zoo.get(spec.alias)
         key = resolve_key(spec.alias, config, self.environ)  # fail before reserving anything
         # Any model of the fallback chain may end up answering, so hold the dearest one's estimate:
@@ -173,10 +204,10 @@ class LLMClient:
             raise
         finally:
             self.budget.settle(reservation, actual)
-        return CallResult.from_record(record, from_store=False)
+        return record
 
     def close(self) -> None:
-        """Stop the store writer's sync thread (a later call starts a new one)."""
+        """Stop the store writer (its process ends once it has committed what it holds)."""
         self._writer.close()
 
     # -- internals ------------------------------------------------------------------------------------
