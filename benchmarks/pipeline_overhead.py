@@ -1,14 +1,14 @@
 """End-to-end overhead of the Dagster pipeline against bare litellm, measured in one run.
 
 The same N calls (distinct prompts) go to the fake OpenAI server (a separate process, fixed latency):
-  (a) bare `litellm.acompletion` behind an asyncio.Semaphore(concurrency), before and after (b); the faster
-      of the two runs is the baseline;
+  (a) bare `litellm.acompletion` behind an asyncio.Semaphore(concurrency);
   (b) `assay run` end to end (a subprocess: plan run, call-range runs with one Dagster materialization per
       call, analysis run with report) on a fresh SQLite instance, and optionally on PostgreSQL.
-Prints calls/s of each, the ratio (b)/(a), and Dagster's bookkeeping per call: the time `assay run` spends
+in `--rounds` alternating rounds (machine drift lands on both sides alike). Prints calls/s of each, the
+ratio (b)/(a) per round and over all rounds, and Dagster's bookkeeping per call: the time `assay run` spends
 beyond what the calls themselves took, divided by N.
 
-    python benchmarks/pipeline_overhead.py --calls 5000 --concurrency 64 --latency 0.05 [--postgres]
+    python benchmarks/pipeline_overhead.py --calls 5000 --concurrency 64 --latency 0.05 [--rounds 2] [--postgres]
 """
 
 from __future__ import annotations
@@ -53,12 +53,13 @@ async def bare_litellm(base_url: str, n: int, concurrency: int, tag: str) -> flo
     return time.perf_counter() - started
 
 
-def write_items(path: Path, n: int) -> None:
+def write_items(path: Path, n: int, tag: str) -> None:
+    # A tag per run: new call ids, so an instance that keeps state (PostgreSQL) starts each run afresh.
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "text"])
         for index in range(n):
-            writer.writerow([f"b{index:05d}", f"Benchmark text {index}: the match was rained off."])
+            writer.writerow([f"b{index:05d}", f"Benchmark text {index} ({tag}): the match was rained off."])
 
 
 def assay_run(
@@ -117,44 +118,58 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--postgres", action="store_true", help="also measure on the PostgreSQL instance")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
     args = parser.parse_args()
 
     server = start_fake_server_process(latency=args.latency)
     root = Path(tempfile.mkdtemp(prefix="assay-bench-"))
+    instances = ["SQLite", "PostgreSQL"] if args.postgres else ["SQLite"]
+    bare: list[float] = []
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in instances}
     try:
-        items = root / "items.csv"
-        write_items(items, args.calls)
-        # Bare litellm before and after the assay runs; the faster of the two is the baseline (the machine
-        # is shared and its speed drifts: the conservative choice never flatters Assay).
-        bare_before = asyncio.run(bare_litellm(server.base_url, args.calls, args.concurrency, tag=f"a{time.time()}"))
-        results = []
-        sqlite_dir = root / "sqlite"
-        sqlite_dir.mkdir()
-        wall, span = assay_run(server.base_url, items, args.concurrency, sqlite_dir, None)
-        results.append(("assay run (SQLite)", wall, span))
-        if args.postgres:
-            pg_dir = root / "pg"
-            pg_dir.mkdir()
-            wall, span = assay_run(server.base_url, items, args.concurrency, pg_dir, postgres_home(root))
-            results.append(("assay run (PostgreSQL)", wall, span))
-        bare_after = asyncio.run(bare_litellm(server.base_url, args.calls, args.concurrency, tag=f"b{time.time()}"))
+        # The machine is shared and its speed drifts by tens of percent within minutes: bare litellm and
+        # the assay runs alternate, bare going first in even rounds and last in odd ones, and the figures
+        # are totals over the rounds, so drift lands on both sides alike.
+        for round_index in range(args.rounds):
+            steps = ["bare", *instances] if round_index % 2 == 0 else [*instances, "bare"]
+            for step in steps:
+                if step == "bare":
+                    tag = f"r{round_index}-{time.time()}"
+                    bare.append(asyncio.run(bare_litellm(server.base_url, args.calls, args.concurrency, tag=tag)))
+                    continue
+                workdir = root / f"{step}-{round_index}"
+                workdir.mkdir()
+                items = workdir / "items.csv"
+                write_items(items, args.calls, tag=f"{step} {round_index} {time.time()}")
+                home = postgres_home(workdir) if step == "PostgreSQL" else None
+                runs[step].append(assay_run(server.base_url, items, args.concurrency, workdir, home))
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
     n = args.calls
-    bare_s = min(bare_before, bare_after)
-    results.insert(0, ("bare litellm", bare_s, None))
-    print(f"{n} calls, fake server latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}")
-    print(f"bare litellm before the assay runs {bare_before:.2f} s, after {bare_after:.2f} s (the faster is used)")
-    print(f"{'':24} {'wall s':>8} {'calls/s':>9} {'vs bare':>8} {'calls span s':>13} {'bookkeeping ms/call':>20}")
-    for label, wall, span in results:
-        ratio = bare_s / wall
-        span_text = f"{span:13.2f}" if span is not None else f"{'':13}"
-        overhead = f"{(wall - span) / n * 1000:20.2f}" if span is not None else f"{'':20}"
-        print(f"{label:24} {wall:8.2f} {n / wall:9.1f} {ratio:8.2f} {span_text} {overhead}")
-    print("vs bare = calls/s relative to bare litellm; bookkeeping = (wall - span of the calls) / calls:")
-    print("process start-up, planning, Dagster runs and events not hidden behind the calls, analysis, report.")
+    latency_ms = args.latency * 1000
+    print(f"{n} calls, fake server latency {latency_ms:.0f} ms, concurrency {args.concurrency}, {args.rounds} rounds")
+    print(f"{'':32} {'wall s':>8} {'calls/s':>9} {'vs bare':>8} {'calls span s':>13} {'bookkeeping ms/call':>20}")
+    for index in range(args.rounds):
+        print(f"{f'round {index + 1}: bare litellm':32} {bare[index]:8.2f} {n / bare[index]:9.1f} {1.0:8.2f}")
+        for name in instances:
+            wall, span = runs[name][index]
+            overhead = (wall - span) / n * 1000
+            print(
+                f"{f'round {index + 1}: assay run ({name})':32} {wall:8.2f} {n / wall:9.1f} {bare[index] / wall:8.2f} "
+                f"{span:13.2f} {overhead:20.2f}"
+            )
+    for name in instances:
+        wall = sum(w for w, _ in runs[name])
+        span = sum(s for _, s in runs[name])
+        calls = n * args.rounds
+        print(
+            f"all rounds, {name}: {sum(bare) / wall:.2f}x bare litellm ({calls / wall:.1f} vs "
+            f"{calls / sum(bare):.1f} calls/s), bookkeeping {(wall - span) / calls * 1000:.2f} ms/call"
+        )
+    print("vs bare = calls/s relative to bare litellm in the same round; bookkeeping = (wall - span of the calls) /")
+    print("calls: process start-up, planning, Dagster runs and events not hidden behind the calls, analysis, report.")
 
 
 if __name__ == "__main__":
