@@ -191,8 +191,13 @@ class LLMClient:
         # Any model of the fallback chain may end up answering, so hold the dearest one's estimate:
         # reserving only the primary's would let a pricier fallback cross the budget.
         chain = [config, *(self.zoo.get(fallback) for fallback in config.fallbacks)]
-        counted = count_prompt_tokens(spec)
-        reservation = self.budget.reserve(max(estimate_cost(spec, cfg, counted).usd for cfg in chain))
+        if self.budget.limit_usd is None and not any(cfg.limits.tpm for cfg in chain):
+            # Nothing to enforce with an estimate (no budget, no tokens-per-minute limit): skip tokenizing.
+            counted = (0, "not counted")
+            reservation = self.budget.reserve(0.0)
+        else:
+            counted = count_prompt_tokens(spec)
+            reservation = self.budget.reserve(max(estimate_cost(spec, cfg, counted).usd for cfg in chain))
         actual: float | None = None
         try:
             record = await self._call_with_fallbacks(spec, config, key, counted)
