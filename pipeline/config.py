@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -189,11 +189,12 @@ def apply_overrides(data: dict[str, Any], flags: Iterable[str], *, prefix: str |
     return data
 
 
-def format_validation_error(source: str, error: ValidationError) -> str:
-    """One line per problem: file, field path, what was expected, what was found."""
+def format_validation_error(source: str, error: ValidationError, overrides: Sequence[str] = ()) -> str:
+    """One line per problem: file (or the override that set the field), field path, expected, found."""
     lines = []
     for problem in error.errors():
         location = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        origin = _override_origin(location, overrides) or source
         found = problem.get("input")
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
@@ -208,8 +209,17 @@ def format_validation_error(source: str, error: ValidationError) -> str:
             found_text = ""
         if problem["type"] == "value_error" and isinstance(found, dict):
             location = location if location != "(top level)" else "models"
-        lines.append(f"{source}: {location}: {message}{found_text}")
+        lines.append(f"{origin}: {location}: {message}{found_text}")
     return "\n".join(lines)
+
+
+def _override_origin(location: str, overrides: Sequence[str]) -> str | None:
+    """`--set <flag>` when the last override that wrote `location` (or a parent of it) is to blame."""
+    for flag in reversed(overrides):
+        key = flag.partition("=")[0].strip()
+        if location == key or location.startswith(key + "."):
+            return f"override {flag} (--set or ASSAY_*)"
+    return None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -229,18 +239,19 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def validate_as(cls: type[_T], data: Mapping[str, Any], source: str) -> _T:
-    """Validate `data` as `cls`, turning pydantic's report into a ConfigError."""
+def validate_as(cls: type[_T], data: Mapping[str, Any], source: str, overrides: Sequence[str] = ()) -> _T:
+    """Validate `data` as `cls`, turning pydantic's report into a ConfigError (naming the file or flag)."""
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc)) from None
+        raise ConfigError(format_validation_error(source, exc, overrides)) from None
 
 
 def load_model_zoo(path: Path | None = None, overrides: Iterable[str] = ()) -> ModelZoo:
     """Load `configs/models.yaml` (or `path`), apply `--set models.<alias>.<field>=...` flags, expand env refs."""
     path = path or Path(os.environ.get("ASSAY_MODELS_FILE", DEFAULT_MODELS_FILE))
-    data = apply_overrides(read_yaml(path), [flag for flag in overrides if flag.startswith(("models.", "default="))])
+    flags = [flag for flag in overrides if flag.startswith(("models.", "default="))]
+    data = apply_overrides(read_yaml(path), flags)
     models = data.get("models")
     for alias, cfg in models.items() if isinstance(models, dict) else []:
         if isinstance(cfg, dict) and isinstance(cfg.get("api_base"), str):
@@ -248,7 +259,7 @@ def load_model_zoo(path: Path | None = None, overrides: Iterable[str] = ()) -> M
                 cfg["api_base"] = expand_env(cfg["api_base"])
             except ConfigError as exc:
                 raise ConfigError(f"{path}: models.{alias}.api_base: {exc}") from None
-    return validate_as(ModelZoo, data, str(path))
+    return validate_as(ModelZoo, data, str(path), flags)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -402,6 +413,6 @@ def load_experiment(
     path = Path(source) if str(source).endswith((".yaml", ".yml")) else experiment_path(str(source), experiments_dir)
     data = read_yaml(path)
     data.setdefault("name", path.stem)
-    flags = [*env_overrides(environ), *overrides]
-    apply_overrides(data, [flag for flag in flags if not flag.startswith("models.")])
-    return validate_as(ExperimentConfig, data, str(path))
+    flags = [flag for flag in [*env_overrides(environ), *overrides] if not flag.startswith("models.")]
+    apply_overrides(data, flags)
+    return validate_as(ExperimentConfig, data, str(path), flags)

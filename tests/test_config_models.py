@@ -151,6 +151,15 @@ def test_bad_set_value_is_reported_like_a_file_error() -> None:
         load_model_zoo(DEFAULT_MODELS_FILE, overrides=["models.fake.limits.max_concurrent=lots"])
 
 
+def test_a_bad_value_from_an_override_names_the_override_not_the_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_model_zoo(
+            DEFAULT_MODELS_FILE, overrides=["models.fake.timeout_s=5", "models.fake.limits={max_concurrent: 0}"]
+        )
+    assert str(info.value).startswith("override models.fake.limits={max_concurrent: 0} (--set or ASSAY_*): ")
+    assert "models.fake.limits.max_concurrent" in str(info.value) and "models.yaml" not in str(info.value)
+
+
 def test_set_flag_without_equals_says_how() -> None:
     with pytest.raises(ConfigError, match=r"expected key\.path=value"):
         load_model_zoo(DEFAULT_MODELS_FILE, overrides=["models.fake.timeout_s"])
