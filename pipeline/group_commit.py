@@ -88,15 +88,21 @@ def commit_group(
 
 
 def sync(root: str, paths: Iterable[str], *, data_only: bool) -> None:
-    """Make what was written durable: fsync (fdatasync for file contents) each path, or one syncfs."""
+    """Make what was written to `paths` durable: one syncfs per file system they are on, else fsync (or
+    fdatasync, for file contents) each path."""
     if USE_SYNCFS and _SYNCFS is not None:
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            if _SYNCFS(fd) != 0:
-                error = ctypes.get_errno()
-                raise OSError(error, f"syncfs on {root}: {os.strerror(error)}")
-        finally:
-            os.close(fd)
+        # One syncfs per device, not just root's: a records folder may be a link to another disk.
+        by_device: dict[int, str] = {}
+        for path in paths:
+            by_device.setdefault(os.stat(path).st_dev, path)
+        for path in by_device.values() or [root]:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if _SYNCFS(fd) != 0:
+                    error = ctypes.get_errno()
+                    raise OSError(error, f"syncfs on {path}: {os.strerror(error)}")
+            finally:
+                os.close(fd)
         return
     for path in paths:
         fsync_path(path, data_only=data_only)

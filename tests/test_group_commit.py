@@ -124,3 +124,36 @@ def test_writer_process_needs_only_the_standard_library(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
     assert os.path.isdir(tmp_path)
+
+
+def test_syncfs_covers_every_file_system_a_group_touches(
+    store: ResponseStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A records folder linked to another disk must be synced there, not only where the store's root is.
+    other = Path("/dev/shm") / f"assay-test-{os.getpid()}-{time.monotonic_ns()}"
+    if not Path("/dev/shm").is_dir() or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system (/dev/shm) to link the records folder to")
+    other.mkdir()
+    try:
+        store.root.mkdir(parents=True)
+        (store.root / "records").symlink_to(other, target_is_directory=True)
+        synced: list[int] = []
+        real = group_commit._SYNCFS
+        if real is None:
+            pytest.skip("this system has no syncfs")
+
+        def recording(fd: int) -> int:
+            synced.append(os.fstat(fd).st_dev)
+            return real(fd)
+
+        monkeypatch.setattr(group_commit, "_SYNCFS", recording)
+        monkeypatch.setattr(group_commit, "USE_SYNCFS", True)
+        records = _records(store, 3)
+        trace = (str(store.trace_path("b" * 64)), b"{}\n")  # traces stay on the root's disk
+        assert commit_group(str(store.root), records, [trace]) == [None] * 3
+        assert os.stat(other).st_dev in synced
+        assert len(store.stored_ids()) == 3
+    finally:
+        import shutil
+
+        shutil.rmtree(other, ignore_errors=True)
