@@ -170,7 +170,10 @@ class ExperimentSession:
         """About how many calls the next run will send, cheaply (no rendering): a resumed run's missing
         calls, else items x models x repeats / items per prompt. Decides whether to start a call worker."""
         if resuming:
-            return len(self.status().missing) if self.plan_path.exists() else 0
+            if not self.plan_path.exists():
+                return 0
+            stored = self.store.stored_ids()  # a folder listing; status() would read every record
+            return sum(1 for call_id in self.load_plan().call_ids if call_id not in stored)
         items = len(self.experiment.load_items().items)
         per_prompt = self.config.run.items_per_prompt
         return -(-items // per_prompt) * len(self.aliases()) * self.config.params.repeats

@@ -8,9 +8,9 @@ Layout under the root:
     traces/<id[:2]>/<id>.jsonl     every attempt of the call, failed ones included, one JSON line each
     quarantine/                    records whose checksum failed, moved aside for inspection
 
-`put` makes one record durable with two fsyncs (the file, then its folder). `put_many` makes a group
-durable with two syncs in all (pipeline/group_commit.py); the LLM client's responses go that way, through
-a writer process (pipeline/store_writer.py).
+`put` makes one record durable with two fsyncs (the file, then its folder). The LLM client's responses
+are group-committed instead, by a writer process (pipeline/store_writer.py, pipeline/group_commit.py):
+the same files, two syncs per group.
 
 Records never contain API keys: requests are stored from `CallSpec.to_record()` (which has no key field),
 and error messages and traces pass through `scrub_secrets`. Answers and raw provider responses are kept
@@ -27,14 +27,14 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.calls import CallSpec, canonical_json, diff_output_fields
-from pipeline.group_commit import append_line, commit_group, fsync_path, write_temp
+from pipeline.group_commit import append_line, fsync_path, write_temp
 
 log = logging.getLogger(__name__)
 
@@ -240,22 +240,6 @@ class ResponseStore:
             raise
         _fsync_dir(path.parent)
         return path
-
-    def put_many(
-        self, records: Sequence[StoredResponse], traces: Sequence[tuple[str, dict[str, Any]]] = ()
-    ) -> list[Path | OSError]:
-        """Append `traces` (call_id, event) in order, then write `records` durably as one group commit
-        (pipeline/group_commit.py: two syncs for the whole group). Per record: its path, or the error
-        that kept it from being written."""
-        secrets = secret_env_values() if traces else []
-        lines = [(str(self.trace_path(call_id)), self.trace_line(call_id, event, secrets)) for call_id, event in traces]
-        paths = [self.record_path(record.call_id) for record in records]
-        errors = commit_group(
-            str(self.root),
-            [(str(path), record_bytes(record)) for path, record in zip(paths, records, strict=True)],
-            lines,
-        )
-        return [path if error is None else OSError(error) for path, error in zip(paths, errors, strict=True)]
 
     def get(self, call_id: str) -> StoredResponse | None:
         """The record of `call_id`, or None if absent or corrupt (a corrupt one is reported and quarantined).

@@ -205,3 +205,19 @@ def test_dagster_job_execute_runs_the_whole_graph(tmp_path: Path, fake_server: F
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert fake_server.total() == 8
     assert list((tmp_path / "runs").glob("hello-*/outputs/final_report.md"))
+
+
+@pytest.mark.parametrize("flags", [["--set", "params.repeats=3"], []], ids=["3 repeats", "defaults"])
+def test_the_cheap_call_estimate_matches_the_real_plan(assay_env: Path, flags: list[str]) -> None:
+    # It decides whether `assay run` starts a call worker before planning; it must count what planning does.
+    from jobs.cli import build_parser, overrides_from_args
+    from pipeline.session import ExperimentSession
+
+    overrides = overrides_from_args(build_parser().parse_args(["run", "hello", "--model", "fake", *flags]))
+    session = ExperimentSession("hello", overrides, home=assay_env)
+    expected = session.expected_calls()
+    assert session.expected_calls(resuming=True) == 0  # nothing planned yet
+    session.snapshot()
+    planned = len(session.plan().plan.calls)
+    assert expected == planned > 0
+    assert session.expected_calls(resuming=True) == planned  # planned, none stored

@@ -129,7 +129,7 @@ class LLMClient:
         self.retry = retry or RetryPolicy()
         self.environ = os.environ if environ is None else environ
         self._limiters: dict[tuple[int, str, str | None], AdaptiveLimiter] = {}
-        # Responses and traces are written by one group-committing thread (see pipeline/store_writer.py).
+        # Responses (and success traces) are group-committed by a writer process: pipeline/store_writer.py.
         self._writer = StoreWriter(store)
         self._in_flight: dict[tuple[int, str], asyncio.Future[StoredResponse]] = {}
 
@@ -150,8 +150,8 @@ class LLMClient:
 
     async def complete(self, spec: CallSpec) -> CallResult:
         """Answer `spec`: from the store if already answered, else by calling the model (see module doc)."""
-        # On the loop, not in a thread: a miss is one failed open() (~10 us) and a hit one small read, both
-        # cheaper than the thread hop, whose GIL hand-offs cost milliseconds while the loop is busy.
+        # On the loop, not in a thread: a miss is one failed stat() (~10 us) and a hit one small read (or a
+        # cached record), both cheaper than a thread hop, whose GIL hand-offs cost milliseconds when busy.
         stored = self.store.get(spec.call_id)
         if stored is not None:
             return CallResult.from_record(stored, from_store=True)
