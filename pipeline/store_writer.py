@@ -110,8 +110,8 @@ class StoreWriter:
 
     def close(self) -> None:
         """Let the writer finish what it has and stop it. Call once no write is outstanding."""
+        self._detach()  # while self._child is set: it names the pipe to stop watching
         child, self._child = self._child, None
-        self._detach()
         if child is not None:
             with contextlib.suppress(OSError):
                 child.stdin.close()  # type: ignore[union-attr]  # EOF: commit what was read, then exit

@@ -138,3 +138,18 @@ def test_close_stops_the_writer_process(store: ResponseStore) -> None:
     assert child is not None
     writer.close()
     assert child.poll() == 0
+
+
+def test_close_inside_a_running_loop_stops_watching_the_writer_pipe(store: ResponseStore) -> None:
+    writer = StoreWriter(store)
+
+    async def main() -> None:
+        await _write_all(writer, _records(3))
+        child = writer._child
+        assert child is not None and child.stdout is not None
+        fd = child.stdout.fileno()
+        writer.close()
+        # Still registered, the loop would poll a closed (or reused) descriptor.
+        assert not asyncio.get_running_loop().remove_reader(fd)
+
+    asyncio.run(main())
