@@ -38,10 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("experiment")
     run.add_argument("--model", action="append", help="model alias (repeat for several); default: the file's")
     run.add_argument("--input", help="CSV/JSONL file of items instead of the experiment's dataset")
-    run.add_argument("--limit", type=int, help="first N items only")
+    run.add_argument("--limit", type=_positive_int, help="first N items only")
     run.add_argument("--single-item", "--single-product", dest="single_item", help="classify one text only")
-    run.add_argument("--batch-size", type=int, help="items per prompt (answers are matched back per item)")
-    run.add_argument("--calls-per-run", type=int, help="call partitions per Dagster run (default: the file's)")
+    run.add_argument("--batch-size", type=_positive_int, help="items per prompt (answers are matched back per item)")
+    run.add_argument("--calls-per-run", type=_positive_int, help="call partitions per Dagster run (default: the file's)")
     run.add_argument("--max-cost", type=float, help="budget in USD: stop before the call that would exceed it")
     run.add_argument("--config", help="experiment YAML file to use instead of configs/experiments/<name>.yaml")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
@@ -63,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_b")
     compare.add_argument("--output", help="markdown file to write (default: <run_b>/outputs/compare.md)")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (0 would silently mean 'no limit')."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; give a number >= 1")
+    return value
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
@@ -130,23 +141,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         experiment = args.experiment
         overrides = overrides_from_args(args)
         if getattr(args, "config", None):
-            experiment = str(Path(args.config).resolve())
+            experiment = _experiment_file(args.config)
         _install_signal_handlers()
         if args.command in ("resume", "status"):
             # Resume what was run: the last `assay run` flags first, then any given now (they win).
             overrides = [*saved_overrides(experiment), *overrides]
-        if args.command in ("run", "resume"):
-            _prewarm_call_worker(experiment, overrides, resuming=args.command == "resume")
-        from jobs.launcher import ExperimentLauncher  # Dagster's import takes seconds: the worker starts first
+        warm = _prewarm_call_worker(experiment, overrides, resuming=args.command == "resume")
+        try:
+            from jobs.launcher import ExperimentLauncher  # Dagster's import takes seconds: the worker starts first
 
-        launcher = ExperimentLauncher(experiment, overrides)
-        if args.command == "run":
-            save_overrides(experiment, overrides)
-            return launcher.run()
-        if args.command == "resume":
-            return launcher.resume()
-        if args.command == "status":
-            return launcher.print_status()
+            launcher = ExperimentLauncher(experiment, overrides, warm_worker=warm)
+            if args.command == "run":
+                save_overrides(experiment, overrides)
+                return launcher.run()
+            if args.command == "resume":
+                return launcher.resume()
+            if args.command == "status":
+                return launcher.print_status()
+        finally:
+            if warm is not None:
+                warm.discard()  # started for a large run that turned out not to need it
     except AssayError as exc:
         print(f"assay: error: {exc}", file=sys.stderr)
         return 2
@@ -158,19 +172,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _prewarm_call_worker(experiment: str, overrides: list[str], *, resuming: bool) -> None:
+def _experiment_file(path_text: str) -> str:
+    """A --config file as the experiment source; the code location loads it too (ASSAY_EXPERIMENT_FILES)."""
+    from pipeline.llm.errors import ConfigError
+
+    path = Path(path_text).resolve()
+    if not path.is_file() or path.suffix not in (".yaml", ".yml"):
+        raise ConfigError(f"--config {path_text}: expected an existing .yaml experiment file")
+    # Read by definitions.py when Dagster loads the code location in this process: the file's experiment
+    # replaces a shipped one of the same name instead of being ignored.
+    os.environ["ASSAY_EXPERIMENT_FILES"] = str(path)
+    return str(path)
+
+
+def _prewarm_call_worker(experiment: str, overrides: list[str], *, resuming: bool) -> Any:
     """Start the call worker of a large run now: its ~4 s of imports overlap with Dagster's and planning."""
-    from pipeline.session import ExperimentSession
-    from pipeline.worker import PROCESS_THRESHOLD, prewarm_worker, worker_enabled
+    from pipeline.call_stages import expected_calls
+    from pipeline.context import ExperimentContext
+    from pipeline.worker import PROCESS_THRESHOLD, WarmWorker, worker_enabled
 
     if not worker_enabled():
-        return
+        return None
     try:
-        expected = ExperimentSession(experiment, overrides).expected_calls(resuming=resuming)
+        expected = expected_calls(ExperimentContext(experiment, overrides), resuming=resuming)
     except AssayError:
-        return  # the launcher reports the problem in its own words
-    if expected >= PROCESS_THRESHOLD:
-        prewarm_worker()
+        return None  # the launcher reports the problem in its own words
+    return WarmWorker() if expected >= PROCESS_THRESHOLD else None
 
 
 def _ui(port: int) -> int:

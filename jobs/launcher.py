@@ -1,10 +1,13 @@
 """ExperimentLauncher: what `assay run / resume / status` do with Dagster.
 
-A run is three kinds of Dagster runs on one instance: the plan job (snapshot + call plan, registering one
-dynamic partition per call), range runs of the calls job over the partitions still to do (contiguous
-ranges in partition order, at most `run.batch_size` each, with the partition-range tags), and the analysis
-job. Every run is tagged with this process's pid, so `resume` can tell a run whose process died (still
-STARTED in Dagster) from one that is alive, and mark the dead one failed before re-running its calls.
+A run walks the experiment's stage graph (pipeline.stages): for each call stage, one run of the segment
+job that prepares it (the upstream data stages and the stage's plan, which registers one dynamic partition
+per call), then range runs of that stage's calls job over the calls still to do; finally the analysis job.
+One budget covers all stages; a stop on the budget skips the calls of later stages but still plans them
+and writes the report, so `assay resume --max-cost <more>` knows what is left.
+
+Every run is tagged with this process's pid, so `resume` can tell a run whose process died (still STARTED
+in Dagster) from one that is alive, and mark the dead one failed before re-running its calls.
 """
 
 from __future__ import annotations
@@ -20,12 +23,16 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatu
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from assets.experiment import calls_partitions_name, job_names
+from assets.experiment import calls_job_name, partitions_name, segment_job_name
+from assets.stage_assets import STOPPED_BY
 from jobs.instance import get_instance
+from pipeline.call_stages import load_plan, run_status
 from pipeline.config import REPO_ROOT
-from pipeline.runner import CallOutcome, progress_listeners
-from pipeline.session import ExperimentSession
-from pipeline.worker import discard_warm_worker
+from pipeline.context import ExperimentContext
+from pipeline.llm.errors import ConfigError
+from pipeline.runner import CallOutcome, RunHooks, StopReason, use_hooks
+from pipeline.stages import CallStage, Segment
+from pipeline.worker import WarmWorker
 
 RUN_TAG_PID = "assay/pid"
 RUN_TAG_EXPERIMENT = "assay/experiment"
@@ -33,13 +40,13 @@ ACTIVE_STATUSES = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterR
 
 
 @dataclass
-class LaunchReport:
-    """What one `run` or `resume` did."""
+class CallsReport:
+    """What the range runs of one call stage did."""
 
     targeted: int = 0
+    runs: int = 0
     runs_failed: int = 0
-    stopped_by_budget: bool = False
-    interrupted: bool = False
+    stopped_by: StopReason = StopReason.NONE
     messages: list[str] = field(default_factory=list)
 
 
@@ -81,126 +88,197 @@ def pid_alive(pid: int) -> bool:
 class ExperimentLauncher:
     """Runs one experiment's Dagster jobs in this process (see module docstring)."""
 
-    def __init__(self, experiment: str, overrides: list[str], instance: DagsterInstance | None = None) -> None:
-        self.session = ExperimentSession(experiment, overrides)
-        self.experiment = experiment
+    def __init__(
+        self,
+        experiment: str,
+        overrides: list[str],
+        instance: DagsterInstance | None = None,
+        *,
+        warm_worker: WarmWorker | None = None,
+    ) -> None:
+        self.context = ExperimentContext(experiment, overrides)
+        self.experiment = experiment  # a name, or the path of a --config file
+        self.name = self.context.config.name
         self.overrides = overrides
         self.instance = instance or get_instance()
-        self.names = job_names(self.session.config)
-        self.responses_key = AssetKey([self.session.config.asset_prefix, "llm_responses"])
-        self.partitions_name = calls_partitions_name(self.session.config)
+        self.graph = self.context.graph
+        self.warm_worker = warm_worker
+        self.last_message = ""
+        self._progress: _Progress | None = None
 
     # -- commands ---------------------------------------------------------------------------------------
     def run(self) -> int:
-        """Plan, send every call not yet done, analyse. Exit code 0 when every call has a response."""
-        try:
-            return self._run()
-        finally:
-            discard_warm_worker()  # started by the command for a large run that turned out not to need it
-
-    def _run(self) -> int:
-        name = self.session.config.name
-        print(f"assay: {name}: planning (models: {', '.join(self.session.aliases())})", flush=True)
-        result = self._execute(self.names["plan"])
-        failed_check = self._failed_check(result)  # a failed blocking check also fails the run: say why first
-        if failed_check:
-            print(f"assay: error: {failed_check}", file=sys.stderr)
-            return 2
-        if not result.success:
-            print(f"assay: error: planning failed: {self._failure_text(result)}", file=sys.stderr)
-            return 2
-        return self._calls_then_analysis()
+        """Plan and send every stage's calls not yet answered, then analyse. 0 when every call has an answer."""
+        print(f"assay: {self.name}: planning (models: {', '.join(self.context.aliases())})", flush=True)
+        return self._walk(resuming=False)
 
     def resume(self) -> int:
-        """Mark dead runs failed, then run only the calls that are failed or missing, then analyse."""
+        """Mark dead runs failed, then only the calls that are failed or missing, stage by stage, then analyse."""
+        first = self.graph.call_stages[0].name
+        if load_plan(self.context, first) is None:
+            raise ConfigError(f"no run of {self.name} yet: assay run {self.experiment}")
         marked = self.mark_dead_runs_failed()
         if marked:
             print(f"assay: marked {marked} run(s) whose process died as FAILED", flush=True)
-        try:
-            return self._calls_then_analysis()
-        finally:
-            discard_warm_worker()
+        return self._walk(resuming=True)
 
     def print_status(self) -> int:
-        """Print done / failed / missing calls of the current plan and the spend."""
-        status = self.session.status()
-        failed = self.failed_partitions() & set(status.missing)
-        print(f"{self.session.config.name}: {status.planned} calls planned")
-        print(f"  done:    {status.done}")
-        print(f"  failed:  {len(failed)}")
-        print(f"  missing: {len(status.missing) - len(failed)} (never run)")
-        print(f"  spend:   ${status.spent_usd:.4f}")
-        if status.missing:
+        """Print done / failed / missing calls and spend, per call stage."""
+        statuses = run_status(self.context)
+        if not statuses or statuses[0].planned == 0:
+            raise ConfigError(f"no run of {self.name} yet: assay run {self.experiment}")
+        total = 0.0
+        missing = 0
+        for status in statuses:
+            failed = self.failed_partitions(status.stage) & set(status.missing_keys)
+            print(f"{self.name} / {status.stage}: {status.planned} calls planned")
+            fallback = f" ({status.by_fallback} answered by a fallback model)" if status.by_fallback else ""
+            print(f"  done:    {status.done}{fallback}")
+            print(f"  failed:  {len(failed)}")
+            print(f"  missing: {status.missing - len(failed)} (never run)")
+            print(f"  spend:   ${status.spent_usd:.4f}")
+            total += status.spent_usd
+            missing += status.missing
+        print(f"{self.name}: total spend ${total:.4f}")
+        if missing:
             print(f"  next:    assay resume {self.experiment}")
         return 0
 
-    # -- steps ------------------------------------------------------------------------------------------
-    def _calls_then_analysis(self) -> int:
-        report = self.run_calls()
-        if report.interrupted:
-            status = self.session.status()
-            print(
-                f"assay: interrupted: {status.done}/{status.planned} calls stored, none lost. "
-                f"Resume with: assay resume {self.experiment}",
-                file=sys.stderr,
-            )
-            return 130
-        result = self._execute(self.names["analysis"])
-        status = self.session.status()
-        folder = self.session.work_dir / "latest_run_folder"
+    # -- the walk ---------------------------------------------------------------------------------------
+    def _walk(self, *, resuming: bool) -> int:
+        hooks = RunHooks(on_outcome=self._on_outcome, warm_worker=self.warm_worker)
+        stopped = StopReason.NONE
+        with use_hooks(hooks):
+            for index, segment in enumerate(self.graph.segments()):
+                stage = segment.call_stage
+                if stage is None:
+                    break
+                skip_prep = resuming and index == 0  # resume continues the plan it has
+                if not skip_prep and segment.assets:
+                    blocked = self._prepare(segment)
+                    if blocked and index == 0 and not resuming:
+                        return 2  # refused before any call was paid for
+                    if blocked:
+                        stopped = stopped or StopReason.BUDGET
+                if stopped:
+                    continue  # later stages are planned (and reported) but their calls wait for resume
+                report = self.run_calls(stage, resuming=resuming)
+                if report.stopped_by == StopReason.SIGNAL:
+                    return self._interrupted()
+                if report.stopped_by == StopReason.BUDGET:
+                    stopped = StopReason.BUDGET
+            return self._analyse(stopped)
+
+    def _prepare(self, segment: Segment) -> bool:
+        """Run a segment job; True when a failed blocking check (the budget) stopped it."""
+        result = self._execute(segment_job_name(self.context.config, segment))
+        failed_check = self._failed_check(result)
+        if failed_check:
+            print(f"assay: error: {failed_check}", file=sys.stderr)
+            return True
+        if not result.success:
+            raise ConfigError(f"{segment.name}: planning failed: {self._failure_text(result)}")
+        return False
+
+    def _analyse(self, stopped: StopReason) -> int:
+        analysis = [segment for segment in self.graph.segments() if segment.call_stage is None][0]
+        result = self._execute(segment_job_name(self.context.config, analysis))
+        statuses = run_status(self.context)
+        folder = self.context.work_dir / "latest_run_folder"
         if result.success and folder.exists():
             print(f"assay: run folder: {folder.read_text().strip()}")
         elif not result.success:
-            print(f"assay: error: analysis failed: {self._failure_text(result)}", file=sys.stderr)
-        print(f"assay: {status.done}/{status.planned} calls done, spend ${status.spent_usd:.4f}")
-        if status.missing:
-            reason = "the budget ran out" if report.stopped_by_budget else f"{len(status.missing)} calls are missing"
-            print(f"assay: {reason}. Resume with: assay resume {self.experiment}", file=sys.stderr)
+            self.last_message = f"analysis failed: {self._failure_text(result)}"
+            print(f"assay: error: {self.last_message}", file=sys.stderr)
+        for status in statuses:
+            print(f"assay: {status.stage}: {status.done}/{status.planned} calls done, spend ${status.spent_usd:.4f}")
+        missing = sum(status.missing for status in statuses)
+        if missing:
+            reason = "the budget ran out" if stopped == StopReason.BUDGET else f"{missing} calls are missing"
+            self.last_message = f"{reason}. Resume with: assay resume {self.experiment}"
+            print(f"assay: {self.last_message}", file=sys.stderr)
             return 1
         return 0 if result.success else 2
 
-    def targets(self) -> list[str]:
-        """Calls of the plan still to do: not stored, or stored but never recorded in Dagster."""
-        plan = self.session.load_plan()
-        stored = self.session.store.stored_ids()
-        materialized = self.instance.get_materialized_partitions(self.responses_key)
-        return [key for key in plan.call_ids if key not in stored or key not in materialized]
+    def _interrupted(self) -> int:
+        done = sum(status.done for status in run_status(self.context))
+        planned = sum(status.planned for status in run_status(self.context))
+        self.last_message = f"interrupted: {done}/{planned} calls stored, none lost"
+        print(f"assay: {self.last_message}. Resume with: assay resume {self.experiment}", file=sys.stderr)
+        return 130
 
-    def run_calls(self) -> LaunchReport:
-        """Range runs of the calls job over `targets()`."""
-        report = LaunchReport()
-        targets = self.targets()
+    def targets(self, stage: str, *, resuming: bool) -> list[str]:
+        """Partition keys still to do: unanswered, or answered but never recorded in Dagster.
+
+        A fresh `run` also asks again the calls a fallback model answered (their own model may be back);
+        `resume` only fills in what has no answer at all.
+        """
+        plan = load_plan(self.context, stage)
+        if plan is None:
+            return []
+        done = self.context.store.answered_ids() if resuming else self.context.store.stored_ids()
+        materialized = self.instance.get_materialized_partitions(self._responses_key(stage))
+        return [call.key for call in plan.calls if call.call_id not in done or call.key not in materialized]
+
+    def run_calls(self, stage: CallStage, *, resuming: bool = False) -> CallsReport:
+        """Range runs of the stage's calls job over `targets()`."""
+        report = CallsReport()
+        targets = self.targets(stage.name, resuming=resuming)
         report.targeted = len(targets)
         if not targets:
             return report
-        ordered = self.instance.get_dynamic_partitions(self.partitions_name)
-        ranges = contiguous_ranges(ordered, targets, self.session.config.run.batch_size)
-        progress = _Progress(len(targets), self.session.config.budget.max_cost_usd)
-        progress_listeners.append(progress.update)
+        name = partitions_name(self.context.config, stage.name)
+        ordered = list(self.instance.get_dynamic_partitions(name))
+        ranges = contiguous_ranges(ordered, targets, self.context.config.run.batch_size)
+        self._progress = _Progress(stage.name, len(targets), self.context.config.budget.max_cost_usd)
         try:
             for start, end in ranges:
                 tags = {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}
-                result = self._execute(self.names["calls"], tags)
+                result = self._execute(calls_job_name(self.context.config, stage.name), tags)
+                report.runs += 1
                 if not result.success:
                     report.runs_failed += 1
-                    text = self._failure_text(result)
-                    report.messages.append(text)
-                    if "budget" in text:
-                        report.stopped_by_budget = True
-                        break
-                    if _interrupted(text):
-                        report.interrupted = True
+                    report.messages.append(self._failure_text(result))
+                    reason = self._stop_reason(result)
+                    if reason in (StopReason.BUDGET, StopReason.SIGNAL):
+                        report.stopped_by = reason
                         break
         finally:
-            progress_listeners.remove(progress.update)
-            progress.close()
+            self._progress.close()
+            self._progress = None
+            self.compact_partitions(stage.name)
         return report
+
+    def compact_partitions(self, stage: str) -> int:
+        """Move the stage's unanswered partitions to the end of its partition order; returns how many moved.
+
+        Dagster turns a backfill of scattered partitions into one run per contiguous range (106 failed
+        calls became 46 runs). Kept together at the end, failed and missing calls form one range, which a
+        UI backfill splits into ceil(N / calls-per-run) runs. Deleting a dynamic partition keeps its
+        history; adding it again appends it.
+        """
+        plan = load_plan(self.context, stage)
+        if plan is None:
+            return 0
+        name = partitions_name(self.context.config, stage)
+        ordered = list(self.instance.get_dynamic_partitions(name))
+        answered = self.context.store.answered_ids()
+        pending = {call.key for call in plan.calls if call.call_id not in answered}
+        tail = 0
+        for key in reversed(ordered):  # already together at the end: leave them
+            if key not in pending:
+                break
+            tail += 1
+        to_move = [key for key in ordered[: len(ordered) - tail] if key in pending]
+        for key in to_move:
+            self.instance.delete_dynamic_partition(name, key)
+        if to_move:
+            self.instance.add_dynamic_partitions(name, to_move)
+        return len(to_move)
 
     def mark_dead_runs_failed(self) -> int:
         """Report runs of this experiment that are still 'started' but whose process is gone as failed."""
-        runs = self.instance.get_runs(
-            filters=RunsFilter(statuses=ACTIVE_STATUSES, tags={RUN_TAG_EXPERIMENT: self.session.config.name})
-        )
+        runs = self.instance.get_runs(filters=RunsFilter(statuses=ACTIVE_STATUSES, tags={RUN_TAG_EXPERIMENT: self.name}))
         marked = 0
         for run in runs:
             pid = run.tags.get(RUN_TAG_PID)
@@ -209,27 +287,31 @@ class ExperimentLauncher:
                 marked += 1
         return marked
 
-    def failed_partitions(self) -> set[str]:
-        """Call partitions Dagster shows as FAILED."""
+    def failed_partitions(self, stage: str) -> set[str]:
+        """Call partitions of `stage` that Dagster shows as FAILED."""
+        from dagster import DynamicPartitionsDefinition
         from dagster._core.definitions.partitions.context import partition_loading_context
         from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 
-        from assets.experiment import build_experiment_definitions
-
-        definitions = build_experiment_definitions(self.experiment)
+        partitions_def = DynamicPartitionsDefinition(name=partitions_name(self.context.config, stage))
         with partition_loading_context(dynamic_partitions_store=self.instance):
-            value = get_and_update_asset_status_cache_value(
-                self.instance, self.responses_key, definitions.calls_partitions
-            )
+            value = get_and_update_asset_status_cache_value(self.instance, self._responses_key(stage), partitions_def)
             if value is None:
                 return set()
-            subset = value.deserialize_failed_partition_subsets(definitions.calls_partitions)
+            subset = value.deserialize_failed_partition_subsets(partitions_def)
             return set(subset.get_partition_keys())
 
     # -- Dagster plumbing -------------------------------------------------------------------------------
+    def _responses_key(self, stage: str) -> AssetKey:
+        return AssetKey([self.context.config.asset_prefix, f"{stage}_responses"])
+
+    def _on_outcome(self, outcome: CallOutcome) -> None:
+        if self._progress is not None:
+            self._progress.update(outcome)
+
     def _execute(self, job_name: str, extra_tags: dict[str, str] | None = None) -> Any:
         repository = ReconstructableRepository.for_module("definitions", "defs", working_directory=str(REPO_ROOT))
-        tags = {RUN_TAG_PID: str(os.getpid()), RUN_TAG_EXPERIMENT: self.session.config.name, **(extra_tags or {})}
+        tags = {RUN_TAG_PID: str(os.getpid()), RUN_TAG_EXPERIMENT: self.name, **(extra_tags or {})}
         run_config = {
             "resources": {"assay": {"config": {"overrides": self.overrides}}},
             # Dagster logs every call's event at DEBUG; the command prints its own progress instead.
@@ -242,6 +324,16 @@ class ExperimentLauncher:
             tags=tags,
             raise_on_error=False,
         )
+
+    @staticmethod
+    def _stop_reason(result: Any) -> StopReason:
+        """Why a calls run stopped, from the typed Failure metadata its responses step raised."""
+        for event in result.all_events:
+            if event.event_type == DagsterEventType.STEP_FAILURE and event.step_failure_data.user_failure_data:
+                entry = event.step_failure_data.user_failure_data.metadata.get(STOPPED_BY)
+                if entry is not None:
+                    return StopReason(entry.value)
+        return StopReason.FAILURES
 
     @staticmethod
     def _failure_text(result: Any) -> str:
@@ -272,14 +364,11 @@ class ExperimentLauncher:
         return ""
 
 
-def _interrupted(failure_text: str) -> bool:
-    return "interrupted" in failure_text.lower()
-
-
 class _Progress:
-    """A terminal progress bar with ETA and live spend (rich), fed by CallRunner outcomes."""
+    """A terminal progress bar with ETA and live spend (rich), fed with each call's outcome."""
 
-    def __init__(self, total: int, budget: float | None) -> None:
+    def __init__(self, stage: str, total: int, budget: float | None) -> None:
+        self.stage = stage
         self.total = total
         self.budget = budget
         self.spent = 0.0
@@ -291,7 +380,7 @@ class _Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._bar = Progress(
-                TextColumn("calls"),
+                TextColumn(f"{stage} calls"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeRemainingColumn(),
@@ -311,10 +400,13 @@ class _Progress:
             budget = f" of ${self.budget:.2f}" if self.budget is not None else ""
             self._bar.update(self._task, advance=1, description=f"${self.spent:.4f}{budget}, {self.failed} failed")
         elif self.done % 500 == 0 or self.done == self.total:
-            rate = self.done / max(1e-6, time.monotonic() - self.started)
+            elapsed = max(1e-6, time.monotonic() - self.started)
+            rate = self.done / elapsed
+            pace = f"{rate:.1f} calls/s" if rate >= 1 else f"{elapsed / self.done:.1f} s/call"
             eta = (self.total - self.done) / rate if rate else 0
             print(
-                f"  calls {self.done}/{self.total}, {rate:.0f}/s, eta {eta:.0f}s, spend ${self.spent:.4f}", flush=True
+                f"  {self.stage} calls {self.done}/{self.total}, {pace}, eta {eta:.0f}s, spend ${self.spent:.4f}",
+                flush=True,
             )
 
     def close(self) -> None:

@@ -347,6 +347,19 @@ class RunConfig(StrictModel):
     items_per_prompt: int = Field(1, ge=1, le=100, description="Items sent in one prompt (answers matched back).")
 
 
+class JudgeConfig(StrictModel):
+    """An LLM judge stage: one call per valid answer and judge model, answering {"verdict", "reason"}."""
+
+    models: list[str] = Field(description="Zoo aliases of the judges (or 'auto').")
+    system: str = Field(
+        "You grade answers. Reply with JSON only: "
+        '{"verdict": "correct" or "incorrect", "reason": "<one sentence>"}.',
+        description="System message of every judge call.",
+    )
+    user: str = Field(description="Judge prompt; {answer} holds the answer's label, item fields fill the rest.")
+    max_tokens: int = Field(120, ge=1, description="Output budget of one verdict.")
+
+
 class ExperimentConfig(StrictModel):
     """One experiment: becomes a Dagster asset group `<name>` and a job `<name>_job`."""
 
@@ -360,6 +373,7 @@ class ExperimentConfig(StrictModel):
     output: OutputConfig = Field(default_factory=OutputConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    judge: JudgeConfig | None = Field(None, description="Grade every valid answer with LLM judges (a call stage).")
 
     @property
     def asset_prefix(self) -> str:
@@ -389,6 +403,15 @@ def experiment_path(name: str, experiments_dir: Path | None = None) -> Path:
 def list_experiments(experiments_dir: Path | None = None) -> list[str]:
     """Names of all experiment files."""
     return sorted(p.stem for p in (experiments_dir or DEFAULT_EXPERIMENTS_DIR).glob("*.yaml"))
+
+
+def experiment_sources(environ: Mapping[str, str] | None = None) -> list[str]:
+    """What the code location builds: the shipped experiment names, plus files named in ASSAY_EXPERIMENT_FILES
+    (`assay run --config FILE` sets it); a file replaces a shipped experiment of the same name."""
+    env = os.environ if environ is None else environ
+    files = [part for part in env.get("ASSAY_EXPERIMENT_FILES", "").split(os.pathsep) if part]
+    names = {load_experiment(path, environ=env).name: path for path in files}
+    return [name for name in list_experiments() if name not in names] + list(names.values())
 
 
 def env_overrides(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -1,8 +1,9 @@
-"""The call plan: every call of an experiment run, written by `llm_calls` and read by each batch run.
+"""The call plan of one call stage: written by its `<stage>_calls` asset and read by each batch run.
 
-Each line of call_plan.jsonl is one PlannedCall: its call_id (the Dagster partition key), the items it
-answers and the full request. The plan is the only hand-off between the planning run and the batched
-response runs; responses themselves live in the ResponseStore.
+Each line is one PlannedCall: its partition key (readable: item, alias, repeat, short hash), its call_id
+(the ResponseStore key), the items it answers and the full request. Keys and call ids map one to one.
+The plan is the only hand-off between the planning run and the batched response runs; responses
+themselves live in the ResponseStore.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.calls import CallSpec
+from pipeline.stages import partition_key
 
-PLAN_FORMAT_VERSION = 1
+PLAN_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -24,10 +27,12 @@ class PlannedCall:
 
     spec: CallSpec
     item_ids: tuple[str, ...]
+    key: str = ""
+    """Dagster partition key (set by `CallPlan.build`)."""
 
     @property
     def call_id(self) -> str:
-        """The spec's call_id (also the Dagster partition key)."""
+        """The spec's call_id (the ResponseStore key)."""
         return self.spec.call_id
 
 
@@ -37,6 +42,38 @@ class CallPlan:
 
     experiment: str
     calls: tuple[PlannedCall, ...]
+    stage: str = "llm"
+    inputs: dict[str, str] = field(default_factory=dict)
+    """Digests of the upstream records this plan was made from (see pipeline.stages)."""
+
+    @classmethod
+    def build(
+        cls, experiment: str, stage: str, calls: Sequence[PlannedCall], inputs: dict[str, str] | None = None
+    ) -> CallPlan:
+        """A plan with one entry per distinct call and a readable partition key for each.
+
+        Items whose prompts are identical give one call: it is sent once and answers all of them (every
+        item keeps its row). Keys get a longer hash on the rare collision of their readable part.
+        """
+        merged: dict[str, PlannedCall] = {}
+        for call in calls:
+            first = merged.get(call.call_id)
+            if first is None:
+                merged[call.call_id] = call
+            else:
+                items = tuple(dict.fromkeys((*first.item_ids, *call.item_ids)))
+                merged[call.call_id] = replace(first, item_ids=items)
+        keyed: list[PlannedCall] = []
+        used: set[str] = set()
+        for call in merged.values():
+            key = ""
+            for chars in (8, 12, 16, 32):
+                key = partition_key(call.item_ids, call.spec.alias, call.spec.repeat, call.call_id, chars)
+                if key not in used:
+                    break
+            used.add(key)
+            keyed.append(replace(call, key=key))
+        return cls(experiment, tuple(keyed), stage, dict(inputs or {}))
 
     @property
     def plan_id(self) -> str:
@@ -49,19 +86,39 @@ class CallPlan:
         """Partition keys, in plan order."""
         return [call.call_id for call in self.calls]
 
+    @property
+    def keys(self) -> list[str]:
+        """Partition keys, in plan order."""
+        return [call.key for call in self.calls]
+
     def by_id(self) -> dict[str, PlannedCall]:
         """Calls keyed by call_id."""
         return {call.call_id: call for call in self.calls}
 
+    def by_key(self) -> dict[str, PlannedCall]:
+        """Calls keyed by partition key."""
+        return {call.key: call for call in self.calls}
+
     def save(self, path: Path) -> None:
         """Write atomically (a crash never leaves half a plan)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique per writer
         with tmp.open("w", encoding="utf-8") as handle:
-            header = {"format_version": PLAN_FORMAT_VERSION, "experiment": self.experiment, "plan_id": self.plan_id}
+            header = {
+                "format_version": PLAN_FORMAT_VERSION,
+                "experiment": self.experiment,
+                "stage": self.stage,
+                "plan_id": self.plan_id,
+                "inputs": self.inputs,
+            }
             handle.write(json.dumps(header) + "\n")
             for call in self.calls:
-                line = {"call_id": call.call_id, "item_ids": list(call.item_ids), "spec": call.spec.to_record()}
+                line = {
+                    "key": call.key,
+                    "call_id": call.call_id,
+                    "item_ids": list(call.item_ids),
+                    "spec": call.spec.to_record(),
+                }
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -78,7 +135,7 @@ class CallPlan:
             stat = path.stat()
         except FileNotFoundError:
             raise FileNotFoundError(
-                f"{path} does not exist: materialize llm_calls first (assay run <experiment>)"
+                f"{path} does not exist: materialize {path.parent.name}_calls first (assay run <experiment>)"
             ) from None
         key, version = str(path.resolve()), (stat.st_mtime_ns, stat.st_size)
         cached = _LOADED.get(key)
@@ -95,15 +152,18 @@ class CallPlan:
         with path.open(encoding="utf-8") as handle:
             header = json.loads(handle.readline())
             if header.get("format_version") != PLAN_FORMAT_VERSION:
-                raise ValueError(f"{path}: plan format {header.get('format_version')}, expected {PLAN_FORMAT_VERSION}")
+                raise ValueError(
+                    f"{path}: plan format {header.get('format_version')}, this Assay reads {PLAN_FORMAT_VERSION}; "
+                    "plan again with: assay run <experiment>"
+                )
             calls = []
             for line in handle:
                 data = json.loads(line)
                 spec = CallSpec.from_record(data["spec"])
                 if spec.call_id != data["call_id"]:
                     raise ValueError(f"{path}: call {data['call_id']} does not hash to its id; the plan was edited")
-                calls.append(PlannedCall(spec, tuple(data["item_ids"])))
-        return cls(header["experiment"], tuple(calls))
+                calls.append(PlannedCall(spec, tuple(data["item_ids"]), data["key"]))
+        return cls(header["experiment"], tuple(calls), header.get("stage", "llm"), dict(header.get("inputs", {})))
 
 
 _LOADED: dict[str, tuple[tuple[int, int], CallPlan]] = {}  # path -> ((mtime_ns, size), plan); plans are frozen

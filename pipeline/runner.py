@@ -9,16 +9,32 @@ away) means: no new calls start, calls in flight finish and are stored, then ite
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pipeline.calls import CallSpec
 from pipeline.llm.client import CallResult, LLMClient
 from pipeline.llm.errors import AssayError, BudgetExceeded
 
+if TYPE_CHECKING:
+    from pipeline.worker import WarmWorker
+
 DEFAULT_MAX_IN_FLIGHT = 512  # upper bound on tasks alive at once
+
+
+class StopReason(StrEnum):
+    """Why a batch of calls ended before every call had an answer."""
+
+    NONE = ""
+    BUDGET = "budget"
+    SIGNAL = "signal"
+    FAILURES = "failures"
 
 
 @dataclass(frozen=True)
@@ -46,7 +62,7 @@ class RunSummary:
     failed: int = 0
     not_started: int = 0
     spent_usd: float = 0.0
-    stopped_by: str = ""  # '' | 'budget' | 'signal'
+    stopped_by: str = StopReason.NONE
     errors: dict[str, int] = field(default_factory=dict)
 
     def add(self, outcome: CallOutcome) -> None:
@@ -64,9 +80,38 @@ class RunSummary:
             self.errors[outcome.error_type] = self.errors.get(outcome.error_type, 0) + 1
 
 
-# Listeners called with every outcome in the consumer's thread. The `assay` command runs Dagster in its own
-# process and registers its progress bar here; nothing else should need it.
-progress_listeners: list[Callable[[CallOutcome], None]] = []
+@dataclass(frozen=True)
+class RunHooks:
+    """What the process that starts a run hands to the call steps it executes in the same thread.
+
+    Attributes:
+        on_outcome: called with every call's outcome (the `assay` command's progress bar).
+        warm_worker: a call worker process started early, for the first large batch to take.
+    """
+
+    on_outcome: Callable[[CallOutcome], None] | None = None
+    warm_worker: WarmWorker | None = None
+
+
+# Scoped to the code that sets it (the launcher executes Dagster's in-process steps in its own thread and
+# context), so nothing global is mutated and a step run elsewhere simply sees no hooks.
+_HOOKS: ContextVar[RunHooks | None] = ContextVar("assay_run_hooks", default=None)
+
+
+def current_hooks() -> RunHooks:
+    """The hooks of the code executing this step (empty when none were given)."""
+    return _HOOKS.get() or RunHooks()
+
+
+@contextlib.contextmanager
+def use_hooks(hooks: RunHooks) -> Iterator[None]:
+    """Give `hooks` to the call steps executed inside this block."""
+    token = _HOOKS.set(hooks)
+    try:
+        yield
+    finally:
+        _HOOKS.reset(token)
+
 
 _DONE = object()
 
@@ -101,7 +146,7 @@ class CallRunner:
             try:
                 outcomes.put(CallOutcome(spec.call_id, await self.client.complete(spec)))
             except BudgetExceeded as exc:
-                summary.stopped_by = summary.stopped_by or "budget"
+                summary.stopped_by = summary.stopped_by or StopReason.BUDGET
                 stop.set()
                 outcomes.put(CallOutcome(spec.call_id, None, str(exc), "BudgetExceeded"))
             except AssayError as exc:
@@ -118,7 +163,7 @@ class CallRunner:
                 await slots.acquire()
                 if stop.is_set():
                     slots.release()
-                    summary.stopped_by = summary.stopped_by or "signal"
+                    summary.stopped_by = summary.stopped_by or StopReason.SIGNAL
                     break
                 tasks.append(asyncio.create_task(one(spec, slots)))
             await asyncio.gather(*tasks)
@@ -142,14 +187,12 @@ class CallRunner:
                     raise item
                 assert isinstance(item, CallOutcome)
                 summary.add(item)
-                for listener in progress_listeners:
-                    listener(item)
                 yield item
         finally:
             # Consumer gone or interrupted: start nothing new, let calls in flight land in the store.
             if worker.is_alive():
                 if not summary.stopped_by:
-                    summary.stopped_by = "signal"
+                    summary.stopped_by = StopReason.SIGNAL
                 stop.set()
                 worker.join()
         summary.not_started += max(

@@ -5,6 +5,7 @@ The store is at once the archive (every response kept with its request, usage, c
 Layout under the root:
 
     records/<id[:2]>/<id>.json     one StoredResponse, written atomically (temp file, fsync, rename)
+    substitutes/<id[:2]>/<id>.json a planned call answered by a fallback model: points at that model's record
     traces/<id[:2]>/<id>.jsonl     every attempt of the call, failed ones included, one JSON line each
     quarantine/                    records whose checksum failed, moved aside for inspection
 
@@ -216,6 +217,7 @@ class ResponseStore:
         self.records_dir = self.root / "records"
         self.traces_dir = self.root / "traces"
         self.quarantine_dir = self.root / "quarantine"
+        self.substitutes_dir = self.root / "substitutes"
         self.corrupt_seen: list[str] = []
 
     # -- paths ------------------------------------------------------------------------------------------
@@ -285,6 +287,44 @@ class ResponseStore:
         if not self.records_dir.exists():
             return set()
         return {path.stem for path in self.records_dir.glob("*/*.json")}
+
+    # -- substitutions: a fallback model answered a planned call -----------------------------------------
+    def substitute_path(self, call_id: str) -> Path:
+        """Where the pointer from a planned call to the fallback call that answered it lives."""
+        return self.substitutes_dir / call_id[:2] / f"{call_id}.json"
+
+    def put_substitute(self, call_id: str, answered_call_id: str, alias: str) -> None:
+        """Record that `answered_call_id` (a fallback model's call, stored under its own id) answered `call_id`.
+
+        The planned call itself stays unstored, so a later `assay run` asks its model again; until then
+        (and for `assay resume`) the fallback's answer stands in for it.
+        """
+        path = self.substitute_path(call_id)
+        body = json.dumps({"call_id": call_id, "answered_call_id": answered_call_id, "alias": alias})
+        temp = write_temp(str(path), body.encode("utf-8"))
+        fsync_path(temp)
+        os.replace(temp, path)
+
+    def substituted_ids(self) -> set[str]:
+        """Planned calls answered by a fallback (a folder listing)."""
+        if not self.substitutes_dir.exists():
+            return set()
+        return {path.stem for path in self.substitutes_dir.glob("*/*.json")}
+
+    def get_answer(self, call_id: str) -> StoredResponse | None:
+        """The record that answers `call_id`: its own, else the fallback's that stood in for it, else None."""
+        record = self.get(call_id)
+        if record is not None:
+            return record
+        try:
+            pointer = json.loads(self.substitute_path(call_id).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return self.get(str(pointer.get("answered_call_id", "")))
+
+    def answered_ids(self) -> set[str]:
+        """Calls with a record of their own or a fallback's answer (listings only)."""
+        return self.stored_ids() | self.substituted_ids()
 
     def _quarantine(self, path: Path, call_id: str, reason: str) -> None:
         log.warning("corrupt response record %s (%s): treated as a miss, moved to quarantine/", path, reason)

@@ -30,7 +30,7 @@ from pipeline.config import ModelZoo
 from pipeline.llm.client import LLMClient
 from pipeline.llm.cost import Budget
 from pipeline.llm.retry import RetryPolicy
-from pipeline.runner import CallOutcome, CallRunner, RunSummary, progress_listeners
+from pipeline.runner import CallOutcome, CallRunner, RunSummary, StopReason
 from pipeline.store import ResponseStore
 
 log = logging.getLogger(__name__)
@@ -130,33 +130,29 @@ def _start_worker() -> _Worker:
     return _Worker(process, inbox, outcomes, stop)
 
 
-_warm: _Worker | None = None
+class WarmWorker:
+    """A call worker started ahead of time (its imports overlap with planning); one batch takes it.
 
+    The `assay` command owns it and hands it to the call steps through `pipeline.runner.RunHooks`;
+    `discard()` stops it when no batch needed it.
+    """
 
-def prewarm_worker() -> None:
-    """Start a call worker now, so its imports overlap with planning; the next large batch takes it."""
-    global _warm
-    if _warm is None or not _warm.alive():
-        _warm = _start_worker()
+    def __init__(self) -> None:
+        self._worker: _Worker | None = _start_worker()
 
+    def take(self) -> _Worker | None:
+        """The worker, if still alive; afterwards this object holds none."""
+        worker, self._worker = self._worker, None
+        return worker if worker is not None and worker.alive() else None
 
-def discard_warm_worker() -> None:
-    """Stop a prewarmed worker that no batch took (it exits without calling anything)."""
-    global _warm
-    worker, _warm = _warm, None
-    if worker is not None and worker.alive():
-        worker.inbox.put(None)
-        worker.process.join(timeout=10)
-        if worker.process.is_alive():
-            worker.process.kill()
-
-
-def _take_worker() -> _Worker:
-    global _warm
-    worker, _warm = _warm, None
-    if worker is not None and worker.alive():
-        return worker
-    return _start_worker()
+    def discard(self) -> None:
+        """Stop the worker if no batch took it (it exits without calling anything)."""
+        worker, self._worker = self._worker, None
+        if worker is not None and worker.alive():
+            worker.inbox.put(None)
+            worker.process.join(timeout=10)
+            if worker.process.is_alive():
+                worker.process.kill()
 
 
 def _slim(outcome: CallOutcome) -> CallOutcome:
@@ -177,14 +173,17 @@ class ProcessCallRunner:
     Outcomes carry usage, cost and timing but not the answer text (read it from the store).
     """
 
-    def __init__(self, client: LLMClient, *, max_in_flight: int | None = None) -> None:
+    def __init__(
+        self, client: LLMClient, *, max_in_flight: int | None = None, warm: WarmWorker | None = None
+    ) -> None:
         self.settings = ClientSettings.of(client)
         self.max_in_flight = max_in_flight
         self.summary = RunSummary()
+        self.warm = warm
 
     def run(self, specs: Sequence[CallSpec], stop: threading.Event | None = None) -> Iterator[CallOutcome]:
         """Yield one CallOutcome per started call, in completion order. Sets `self.summary`."""
-        worker = _take_worker()
+        worker = (self.warm.take() if self.warm is not None else None) or _start_worker()
         child, outcomes, child_stop = worker.process, worker.outcomes, worker.stop
         worker.inbox.put((self.settings, self.max_in_flight, [spec.to_record() for spec in specs]))
         self.summary = RunSummary(planned=len(specs))
@@ -218,14 +217,12 @@ class ProcessCallRunner:
                     break
                 if isinstance(item, tuple) and item[0] == _FAILED:
                     raise RuntimeError(f"the call worker failed: {item[1]}")
-                for listener in progress_listeners:
-                    listener(item)
                 yield item
         finally:
             if not finished:
                 # Consumer gone or interrupted: the child starts nothing new and stores what is in flight.
                 child_stop.set()
-                self.summary.stopped_by = self.summary.stopped_by or "signal"
+                self.summary.stopped_by = self.summary.stopped_by or StopReason.SIGNAL
                 _drain_until_done(outcomes, child)
             child.join(timeout=60)
 
@@ -245,8 +242,10 @@ def worker_enabled(environ: Mapping[str, str] | None = None) -> bool:
     return (os.environ if environ is None else environ).get("ASSAY_CALL_WORKER", "1") != "0"
 
 
-def call_runner_for(client: LLMClient, n_calls: int, environ: Mapping[str, str] | None = None) -> Any:
+def call_runner_for(
+    client: LLMClient, n_calls: int, environ: Mapping[str, str] | None = None, *, warm: WarmWorker | None = None
+) -> CallRunner | ProcessCallRunner:
     """A ProcessCallRunner for large batches (>= PROCESS_THRESHOLD, unless ASSAY_CALL_WORKER=0), else CallRunner."""
-    if n_calls >= PROCESS_THRESHOLD and worker_enabled(environ):
-        return ProcessCallRunner(client)
+    if n_calls >= PROCESS_THRESHOLD and worker_enabled(environ) and not getattr(client, "in_process_only", False):
+        return ProcessCallRunner(client, warm=warm)
     return CallRunner(client)

@@ -60,13 +60,13 @@ def run_folder(tmp_path: Path) -> Path:
 def failed_partitions(experiment: str = "hello") -> set[str]:
     from jobs.launcher import ExperimentLauncher
 
-    return ExperimentLauncher(experiment, ["models=[fake]"]).failed_partitions()
+    return ExperimentLauncher(experiment, ["models=[fake]"]).failed_partitions("llm")
 
 
 def test_definitions_load_every_experiment() -> None:
     from definitions import defs
 
-    for job in ("hello_job", "hello_plan_job", "hello_calls_job", "hello_analysis_job"):
+    for job in ("hello_job", "hello_llm_plan_job", "hello_llm_calls_job", "hello_repair_plan_job", "hello_analysis_job"):
         assert defs.resolve_job_def(job) is not None
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
@@ -75,8 +75,14 @@ def test_definitions_load_every_experiment() -> None:
         "hello/llm_calls",
         "hello/llm_responses",
         "hello/extractions",
+        "hello/repair_calls",
+        "hello/repair_responses",
+        "hello/answers",
         "hello/evaluation",
         "hello/report",
+        "hello_judge/judge_calls",
+        "hello_judge/judge_responses",
+        "hello_judge/judgements",
     } <= keys
 
 
@@ -138,9 +144,10 @@ def test_budget_stops_before_crossing_call_and_resume_with_more_budget(
     assert code == 1
     sent = fake_server.total()
     assert 0 < sent < 8
-    from pipeline.session import ExperimentSession
+    from pipeline.call_stages import stage_status
+    from pipeline.context import ExperimentContext
 
-    status = ExperimentSession("hello", ["models=[fake]"]).status()
+    status = stage_status(ExperimentContext("hello", ["models=[fake]"]), "llm")
     assert status.done == sent, "every finished response is kept"
     assert status.spent_usd <= 0.0003
 
@@ -211,13 +218,17 @@ def test_dagster_job_execute_runs_the_whole_graph(tmp_path: Path, fake_server: F
 def test_the_cheap_call_estimate_matches_the_real_plan(assay_env: Path, flags: list[str]) -> None:
     # It decides whether `assay run` starts a call worker before planning; it must count what planning does.
     from jobs.cli import build_parser, overrides_from_args
-    from pipeline.session import ExperimentSession
+    from pipeline.call_stages import expected_calls, plan_call_stage
+    from pipeline.context import ExperimentContext
+    from pipeline.stages import CallStage, DataStage, StageInputs, run_data_stage
 
     overrides = overrides_from_args(build_parser().parse_args(["run", "hello", "--model", "fake", *flags]))
-    session = ExperimentSession("hello", overrides, home=assay_env)
-    expected = session.expected_calls()
-    assert session.expected_calls(resuming=True) == 0  # nothing planned yet
-    session.snapshot()
-    planned = len(session.plan().plan.calls)
+    context = ExperimentContext("hello", overrides, home=assay_env)
+    expected = expected_calls(context)
+    assert expected_calls(context, resuming=True) == 0  # nothing planned yet
+    source, llm = context.graph.get("source_snapshot"), context.graph.get("llm")
+    assert isinstance(source, DataStage) and isinstance(llm, CallStage)
+    run_data_stage(context, source)
+    planned = len(plan_call_stage(context, llm, StageInputs(context, context.graph)).plan.calls)
     assert expected == planned > 0
-    assert session.expected_calls(resuming=True) == planned  # planned, none stored
+    assert expected_calls(context, resuming=True) == planned  # planned, none stored

@@ -269,17 +269,16 @@ class AssignCatExperiment(ClassifyExperiment):
             return f"{answer['category']}/{answer.get('subcategory')}"
         return None
 
-    def plan(self, items: Sequence[Item], aliases: Sequence[str], zoo: ModelZoo) -> CallPlan:
-        """The base plan, built one alias at a time so that `batch_schema` knows whether the schema is billed."""
-        calls: dict[str, PlannedCall] = {}
+    def planned_calls(self, items: Sequence[Item], aliases: Sequence[str], zoo: ModelZoo) -> list[PlannedCall]:
+        """The base calls, built one alias at a time so that `batch_schema` knows whether the schema is billed."""
+        calls: list[PlannedCall] = []
         try:
             for alias in aliases:
                 self._schema_billed = zoo.get(alias).provider != "local"
-                for call in super().plan(items, [alias], zoo).calls:
-                    calls.setdefault(call.call_id, call)
+                calls.extend(super().planned_calls(items, [alias], zoo))
         finally:
             self._schema_billed = True
-        return CallPlan(self.config.name, tuple(calls.values()))
+        return calls
 
     _schema_billed = True
     """Whether the model being planned bills the response_format schema as prompt tokens (hosted APIs do)."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.calls import CallSpec
 from pipeline.config import REPO_ROOT, ExperimentConfig, ModelZoo
@@ -21,6 +21,9 @@ from pipeline.extract import BusinessRule, extract_json, validate_answer
 from pipeline.llm.errors import ConfigError, OutputValidationError
 from pipeline.plan import CallPlan, PlannedCall
 from pipeline.prompts import PromptSet, render
+
+if TYPE_CHECKING:
+    from pipeline.stages import Stage
 
 
 @dataclass(frozen=True)
@@ -193,9 +196,16 @@ class ClassifyExperiment(ReportHooks):
         )
         return batch_prompts.messages({**context, "items": "\n".join(lines), "n_items": len(items)})
 
+    # -- stages ---------------------------------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        """The stage graph: source -> llm -> extractions -> repair -> answers -> evaluation [-> judge] -> report."""
+        from pipeline.experiments.classify_stages import ClassifyStages
+
+        return ClassifyStages(self).declare()
+
     # -- planning ---------------------------------------------------------------------------------------
-    def plan(self, items: Sequence[Item], aliases: Sequence[str], zoo: ModelZoo) -> CallPlan:
-        """Every call: aliases x repeats x chunks of items_per_prompt items."""
+    def planned_calls(self, items: Sequence[Item], aliases: Sequence[str], zoo: ModelZoo) -> list[PlannedCall]:
+        """Every call: aliases x repeats x chunks of items_per_prompt items (identical ones not merged yet)."""
         params = self.config.params
         size = self.config.run.items_per_prompt
         chunks = [list(items[start : start + size]) for start in range(0, len(items), size)]
@@ -221,8 +231,15 @@ class ClassifyExperiment(ReportHooks):
                         item_id=ids[0] if len(ids) == 1 else f"batch:{ids[0]}..{ids[-1]}",
                     )
                     calls.append(PlannedCall(spec, ids))
-        unique = {call.call_id: call for call in calls}  # identical items give identical calls: ask once
-        return CallPlan(self.config.name, tuple(unique.values()))
+        return calls
+
+    def plan(self, items: Sequence[Item], aliases: Sequence[str], zoo: ModelZoo) -> CallPlan:
+        """The primary call stage's plan: identical prompts are one call that answers all their items."""
+        return CallPlan.build(self.config.name, "llm", self.planned_calls(items, aliases, zoo))
+
+    def extra_metrics(self, rows: list[dict[str, Any]], gold: Mapping[str, str | None]) -> dict[str, Any]:
+        """Kind-specific metrics beside accuracy (none for plain classification)."""
+        return {}
 
     # -- answers ----------------------------------------------------------------------------------------
     def interpret(self, planned: PlannedCall, text: str, model_used: str) -> list[ItemAnswer]:
@@ -235,14 +252,14 @@ class ClassifyExperiment(ReportHooks):
                 item_id, spec.call_id, spec.alias, spec.repeat, label, value, not reason, reason, text, model_used
             )
 
-        if len(planned.item_ids) == 1 and self.config.run.items_per_prompt == 1:
+        if self.config.run.items_per_prompt == 1:
+            # One item per prompt; several item ids only when their prompts were identical (one shared call).
             try:
                 value = extract_json(text)
             except OutputValidationError as exc:
-                return [answer(planned.item_ids[0], None, str(exc))]
-            return [
-                answer(planned.item_ids[0], value, validate_answer(value, self.validation_schema(), self.rules()) or "")
-            ]
+                return [answer(item_id, None, str(exc)) for item_id in planned.item_ids]
+            reason = validate_answer(value, self.validation_schema(), self.rules()) or ""
+            return [answer(item_id, value, reason) for item_id in planned.item_ids]
         try:
             value = extract_json(text)
             entries = value.get("answers") if isinstance(value, dict) else value

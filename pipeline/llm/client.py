@@ -9,6 +9,7 @@ traces every attempt. litellm's own retries are off, so attempts are counted and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -171,7 +172,7 @@ class LLMClient:
         future: asyncio.Future[StoredResponse] = asyncio.get_running_loop().create_future()
         self._in_flight[in_flight_key] = future
         try:
-            record = await self._send_and_store(spec)
+            record, fresh = await self._send_and_store(spec)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -183,9 +184,9 @@ class LLMClient:
             future.set_result(record)
         finally:
             del self._in_flight[in_flight_key]
-        return CallResult.from_record(record, from_store=False)
+        return CallResult.from_record(record, from_store=not fresh)
 
-    async def _send_and_store(self, spec: CallSpec) -> StoredResponse:
+    async def _send_and_store(self, spec: CallSpec) -> tuple[StoredResponse, bool]:
         config = self.zoo.get(spec.alias)
         key = resolve_key(spec.alias, config, self.environ)  # fail before reserving anything
         # Any model of the fallback chain may end up answering, so hold the dearest one's estimate:
@@ -200,16 +201,23 @@ class LLMClient:
             reservation = self.budget.reserve(max(estimate_cost(spec, cfg, counted).usd for cfg in chain))
         actual: float | None = None
         try:
-            record = await self._call_with_fallbacks(spec, config, key, counted)
-            actual = record.cost_usd
-            await self._writer.write(record)
+            record, fresh = await self._call_with_fallbacks(spec, config, key, counted)
+            if fresh:
+                actual = record.cost_usd
+                await self._writer.write(record)
+            else:
+                actual = 0.0
+            if record.call_id != spec.call_id:
+                # A fallback answered: its record is stored as its own call (a later run of the fallback
+                # alias is served it); the planned call points at it until its own model answers.
+                self.store.put_substitute(spec.call_id, record.call_id, record.alias_used)
         except Exception:
             # A queued success trace (the record then failed to write) must be on disk when this raises.
             await self._writer.flush()
             raise
         finally:
             self.budget.settle(reservation, actual)
-        return record
+        return record, fresh
 
     def close(self) -> None:
         """Stop the store writer (its process ends once it has committed what it holds)."""
@@ -218,23 +226,34 @@ class LLMClient:
     # -- internals ------------------------------------------------------------------------------------
     async def _call_with_fallbacks(
         self, spec: CallSpec, config: ModelConfig, key: str, counted: tuple[int, str]
-    ) -> StoredResponse:
+    ) -> tuple[StoredResponse, bool]:
+        """The answer of `spec`'s model, else of its fallbacks in order; True when it was paid for now.
+
+        A fallback's answer is the fallback model's call (its own call id, its own record), so it is never
+        mistaken for the planned model's answer; one already stored is used without calling again.
+        """
         started_at = utc_now()
         attempts_so_far = 0
         last_error: ProviderError | None = None
-        chain = [(spec.alias, config, key)]
+        chain = [(spec, config, key)]
         for fallback in config.fallbacks:
             fallback_config = self.zoo.get(fallback)
             try:
-                chain.append((fallback, fallback_config, resolve_key(fallback, fallback_config, self.environ)))
+                fallback_key = resolve_key(fallback, fallback_config, self.environ)
             except MissingCredentials as exc:
                 self.store.append_trace(
                     spec.call_id, {"event": "fallback_skipped", "alias": fallback, "error": str(exc)}
                 )
-        for alias, model_config, model_key in chain:
+                continue
+            chain.append((spec_for_alias(spec, fallback, fallback_config), fallback_config, fallback_key))
+        for asked, model_config, model_key in chain:
+            if asked is not spec:
+                stored = self.store.get(asked.call_id)
+                if stored is not None:
+                    return stored, False
             try:
                 response, latency, attempts = await self._call_with_retries(
-                    spec, alias, model_config, model_key, counted
+                    asked, asked.alias, model_config, model_key, counted
                 )
             except (RateLimited, TransientProviderError) as exc:
                 attempts_so_far += model_config.max_attempts
@@ -243,9 +262,9 @@ class LLMClient:
             except ProviderError:
                 raise
             usage = _usage_of(response)
-            return StoredResponse(
-                call_id=spec.call_id,
-                request=spec.to_record(),
+            record = StoredResponse(
+                call_id=asked.call_id,
+                request=asked.to_record(),
                 text=_text_of(response),
                 raw_response=_raw_of(response),
                 usage={"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
@@ -255,8 +274,9 @@ class LLMClient:
                 finished_at=utc_now(),
                 attempts=attempts_so_far + attempts,
                 model_used=model_config.model,
-                alias_used=alias,
+                alias_used=asked.alias,
             )
+            return record, True
         assert last_error is not None
         raise last_error
 
@@ -371,6 +391,11 @@ class LLMClient:
             self._writer.trace(spec.call_id, event)
         else:
             self.store.append_trace(spec.call_id, event)  # on disk at once: the call may be about to fail
+
+
+def spec_for_alias(spec: CallSpec, alias: str, config: ModelConfig) -> CallSpec:
+    """The same request addressed to another alias's model (its own call id)."""
+    return dataclasses.replace(spec, alias=alias, model=config.model, version=config.version, api_base=config.api_base)
 
 
 def _usage_of(response: Any) -> Usage:

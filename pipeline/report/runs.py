@@ -16,19 +16,20 @@ import csv
 import html
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pipeline.config import REPO_ROOT
+from pipeline.config import REPO_ROOT, ExperimentConfig, ModelZoo
+from pipeline.data.loaders import Item
 from pipeline.provenance import git_commit, system_info
-from pipeline.store import scrub_secrets
+from pipeline.store import StoredResponse, scrub_secrets
 
 if TYPE_CHECKING:
-    from pipeline.session import ExperimentSession
+    from pipeline.experiments.base import ReportHooks
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class WrittenReport:
     report_md: Path
     report_html: Path
     results_csv: Path
+    status: str = "complete"
 
 
 def runs_dir() -> Path:
@@ -66,45 +68,60 @@ def write_json(path: Path, value: Any) -> None:
     )
 
 
-def write_report(session: ExperimentSession, *, dagster_run_id: str | None = None) -> WrittenReport:
-    """Write the run folder and the reports for the session's current plan, extractions and evaluation."""
-    experiment = session.experiment
-    items = session.items()
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report stage writes from: records of the run's stages, no live objects to call back."""
+
+    config: ExperimentConfig
+    zoo: ModelZoo
+    aliases: list[str]
+    overrides: list[str]
+    hooks: ReportHooks
+    prompt_version: str
+    prompt_templates: dict[str, str]
+    items: list[Item]
+    rows: list[dict[str, Any]]
+    evaluation: dict[str, Any]
+    planned_call_ids: list[str]
+    plan_id: str
+    records: dict[str, StoredResponse | None]
+    load_errors_path: Path
+    latest_pointer: Path
+    extra_sections: list[str] = field(default_factory=list)
+
+
+def write_report(inputs: ReportInputs, *, dagster_run_id: str | None = None) -> WrittenReport:
+    """Write the run folder and the reports from the run's records."""
+    hooks = inputs.hooks
+    items = inputs.items
     items_by_id = {item.item_id: item for item in items}
-    rows = session.extraction_rows()
-    evaluation = (
-        json.loads(session.evaluation_path.read_text()) if session.evaluation_path.exists() else session.evaluate()
-    )
-    plan = session.load_plan()
-    records = session.call_records(plan, rows)  # planned calls and repair calls: both were paid for
-    done = [record for record in records.values() if record is not None]
-    planned_done = sum(1 for call_id in plan.call_ids if records.get(call_id) is not None)
+    rows = inputs.rows
+    evaluation = inputs.evaluation
+    records = inputs.records  # every call of the run's plans: all were paid for
+    done = [record for record in {id(r): r for r in records.values() if r is not None}.values()]
+    planned_done = sum(1 for call_id in inputs.planned_call_ids if records.get(call_id) is not None)
 
-    folder = new_run_folder(session.config.name)
-    inputs, config_dir, outputs, meta = (folder / name for name in ("inputs", "config", "outputs", "metadata"))
+    folder = new_run_folder(inputs.config.name)
+    inputs_dir, config_dir, outputs, meta = (folder / name for name in ("inputs", "config", "outputs", "metadata"))
 
-    experiment.write_inputs(items, inputs)
-    prompts = session.config.prompts
+    hooks.write_inputs(items, inputs_dir)
+    prompts = inputs.config.prompts
     # user_batch and item_line too: with items_per_prompt > 1 they, not `user`, make the prompts.
     write_json(
-        inputs / "prompt_templates.json",
-        {**experiment.prompts.to_json(), "user_batch": prompts.user_batch, "item_line": prompts.item_line},
+        inputs_dir / "prompt_templates.json",
+        {**inputs.prompt_templates, "user_batch": prompts.user_batch, "item_line": prompts.item_line},
     )
 
-    models_used = {alias: session.zoo.get(alias).model_dump(mode="json") for alias in session.aliases()}
+    models_used = {alias: inputs.zoo.get(alias).model_dump(mode="json") for alias in inputs.aliases}
     (config_dir / "models.yaml").write_text(scrub_secrets(yaml.safe_dump({"models": models_used}, sort_keys=False)))
     write_json(
         config_dir / "run_config.json",
-        {
-            "experiment": session.config.model_dump(mode="json"),
-            "overrides": session.overrides,
-            "models": session.aliases(),
-        },
+        {"experiment": inputs.config.model_dump(mode="json"), "overrides": inputs.overrides, "models": inputs.aliases},
     )
     write_json(config_dir / "system_info.json", system_info())
 
-    results_csv = outputs / experiment.results_filename
-    result_rows = [experiment.result_row(row, items_by_id.get(row["item_id"])) for row in rows]
+    results_csv = outputs / hooks.results_filename
+    result_rows = [hooks.result_row(row, items_by_id.get(row["item_id"])) for row in rows]
     with results_csv.open("w", newline="", encoding="utf-8") as handle:
         columns = list(result_rows[0]) if result_rows else ["item_id"]
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -136,29 +153,28 @@ def write_report(session: ExperimentSession, *, dagster_run_id: str | None = Non
         scrub_secrets(
             "".join(f"{row['status']}\t{row['item_id']}\t{row['alias']}\t{row['reason']}\n" for row in errors)
         )
-        + _load_errors(session)
+        + _load_errors(inputs.load_errors_path)
     )
     write_json(outputs / "stats_summary.json", evaluation)
-    sections = experiment.report_sections(evaluation, rows, items, outputs)
-    markdown = render_markdown(session, evaluation, usage, timing, len(errors), sections)
+    sections = hooks.report_sections(evaluation, rows, items, outputs) + inputs.extra_sections
+    markdown = render_markdown(inputs, evaluation, usage, timing, len(errors), sections)
     report_md = outputs / "final_report.md"
     report_md.write_text(scrub_secrets(markdown), encoding="utf-8")
     report_html = outputs / "final_report.html"
-    report_html.write_text(scrub_secrets(markdown_to_html(markdown, session.config.name)), encoding="utf-8")
+    report_html.write_text(scrub_secrets(markdown_to_html(markdown, inputs.config.name)), encoding="utf-8")
 
-    status = (
-        "complete" if len(done) == len(plan.calls) and not any(r["status"] == "missing" for r in rows) else "partial"
-    )
+    all_planned = planned_done == len(inputs.planned_call_ids)
+    status = "complete" if all_planned and not any(r["status"] == "missing" for r in rows) else "partial"
     write_json(
         meta / "run_summary.json",
         {
-            "experiment": session.config.name,
+            "experiment": inputs.config.name,
             "status": status,
             "created_at": datetime.now(UTC).isoformat(),
-            "plan_id": plan.plan_id,
+            "plan_id": inputs.plan_id,
             "counts": {
                 "items": len(items),
-                "calls_planned": len(plan.calls),
+                "calls_planned": len(inputs.planned_call_ids),
                 "calls_done": planned_done,
                 "repair_calls": len(done) - planned_done,
                 "answers_valid": sum(r["status"] == "ok" for r in rows),
@@ -166,15 +182,15 @@ def write_report(session: ExperimentSession, *, dagster_run_id: str | None = Non
                 "answers_missing": sum(r["status"] == "missing" for r in rows),
             },
             "cost_usd": usage["cost_usd"],
-            "models": session.aliases(),
-            "prompt_version": experiment.prompts.version,
+            "models": inputs.aliases,
+            "prompt_version": inputs.prompt_version,
             "git_commit": git_commit(),
             "dagster_run_id": dagster_run_id,
         },
     )
-    latest = session.work_dir / "latest_run_folder"
-    latest.write_text(str(folder))
-    return WrittenReport(folder, report_md, report_html, results_csv)
+    inputs.latest_pointer.parent.mkdir(parents=True, exist_ok=True)
+    inputs.latest_pointer.write_text(str(folder))
+    return WrittenReport(folder, report_md, report_html, results_csv, status)
 
 
 def _by_model(records: list[Any]) -> dict[str, dict[str, float]]:
@@ -200,8 +216,7 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
     }
 
 
-def _load_errors(session: ExperimentSession) -> str:
-    path = session.snapshot_dir / "load_errors.jsonl"
+def _load_errors(path: Path) -> str:
     if not path.exists():
         return ""
     lines = []
@@ -212,7 +227,7 @@ def _load_errors(session: ExperimentSession) -> str:
 
 
 def render_markdown(
-    session: ExperimentSession,
+    inputs: ReportInputs,
     evaluation: dict[str, Any],
     usage: dict[str, Any],
     timing: dict[str, Any],
@@ -221,12 +236,12 @@ def render_markdown(
 ) -> str:
     """The final report as Markdown."""
     lines = [
-        f"# {session.config.name}: results",
+        f"# {inputs.config.name}: results",
         "",
-        session.config.description,
+        inputs.config.description,
         "",
-        f"- prompt version: `{session.experiment.prompts.version}`",
-        f"- models: {', '.join(session.aliases())}",
+        f"- prompt version: `{inputs.prompt_version}`",
+        f"- models: {', '.join(inputs.aliases)}",
         f"- calls: {usage['calls']}, tokens in/out: {usage['prompt_tokens']}/{usage['completion_tokens']}, "
         f"cost: ${usage['cost_usd']:.4f}",
         f"- latency p50/p95: {timing['latency_s']['p50']}/{timing['latency_s']['p95']} s",

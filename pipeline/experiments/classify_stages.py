@@ -1,0 +1,453 @@
+"""The stages of the classify family (classify, assign_cat) as functions of upstream records.
+
+    source_snapshot -> llm (calls) -> extractions -> repair (calls) -> answers -> evaluation -> report
+                                                                         \\-> judge (calls) -> judgements /
+
+`repair` exists when `output.repair` is on, `judge` when the experiment file has a `judge:` section.
+Each function reads its inputs through StageInputs and returns a typed record; none calls back into a
+caller. A failed or missing call is a missing row, never a crash.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipeline.data.loaders import Item
+from pipeline.data.snapshot import read_snapshot, write_snapshot
+from pipeline.extract import extract_json
+from pipeline.llm.errors import ConfigError, OutputValidationError
+from pipeline.plan import CallPlan, PlannedCall
+from pipeline.prompts import render
+from pipeline.records import (
+    AnswerRecord,
+    AnswerSet,
+    Evaluation,
+    Judgement,
+    JudgementSet,
+    ModelMetrics,
+    ReportRecord,
+    SourceRecord,
+)
+from pipeline.stages import CallStage, DataStage, Stage, StageInputs
+from pipeline.stats.metrics import accuracy_with_ci
+
+if TYPE_CHECKING:
+    from pipeline.experiments.base import ClassifyExperiment, ItemAnswer
+    from pipeline.store import StoredResponse
+
+SOURCE, PRIMARY, EXTRACTIONS, REPAIR, ANSWERS, EVALUATION, JUDGE, JUDGEMENTS, REPORT = (
+    "source_snapshot",
+    "llm",
+    "extractions",
+    "repair",
+    "answers",
+    "evaluation",
+    "judge",
+    "judgements",
+    "report",
+)
+
+
+@dataclass(frozen=True)
+class ClassifyStages:
+    """Stage functions bound to one kind object (its prompts, schema and rules)."""
+
+    kind: ClassifyExperiment
+
+    def declare(self) -> list[Stage]:
+        """The stage graph of this experiment."""
+        config = self.kind.config
+        stages: list[Stage] = [
+            DataStage(
+                SOURCE,
+                (),
+                self.snapshot,
+                SourceRecord,
+                "Input items, validated, sampled and frozen as Parquet + sha256.",
+                role="source",
+            ),
+            CallStage(
+                PRIMARY,
+                (SOURCE,),
+                self.plan_primary,
+                "One call per item (or batch of items) x model x repeat; each partition is one stored response.",
+            ),
+            DataStage(
+                EXTRACTIONS,
+                (SOURCE, PRIMARY),
+                self.extract,
+                AnswerSet,
+                "Answers parsed and validated against the schema and business rules (first pass).",
+            ),
+        ]
+        if config.output.repair:
+            stages += [
+                CallStage(
+                    REPAIR,
+                    (EXTRACTIONS, PRIMARY),
+                    self.plan_repairs,
+                    "One repair call per invalid answer: the conversation, the answer and what was wrong.",
+                ),
+                DataStage(
+                    ANSWERS,
+                    (EXTRACTIONS, PRIMARY, REPAIR),
+                    self.merge_repairs,
+                    AnswerSet,
+                    "Final answer per item and model: valid, repaired, invalid (with its reason) or missing.",
+                ),
+            ]
+        else:
+            stages.append(
+                DataStage(ANSWERS, (EXTRACTIONS,), self.without_repairs, AnswerSet, "Final answer per item and model.")
+            )
+        stages.append(
+            DataStage(
+                EVALUATION,
+                (SOURCE, ANSWERS),
+                self.evaluate,
+                Evaluation,
+                "Accuracy vs gold with Wilson CIs, validity, cost and latency per answering model.",
+                role="analysis",
+            )
+        )
+        if config.judge is not None:
+            stages += [
+                CallStage(JUDGE, (SOURCE, ANSWERS), self.plan_judges, "One judge call per valid answer and judge."),
+                DataStage(
+                    JUDGEMENTS,
+                    (JUDGE, ANSWERS, SOURCE),
+                    self.judgements,
+                    JudgementSet,
+                    "Judges' verdicts per answer, and their agreement with gold.",
+                    role="analysis",
+                ),
+            ]
+        analyses = [stage.name for stage in stages if isinstance(stage, DataStage) and stage.role == "analysis"]
+        calls = [stage.name for stage in stages if isinstance(stage, CallStage)]
+        stages.append(
+            DataStage(
+                REPORT,
+                (SOURCE, ANSWERS, *analyses, *calls),
+                self.report,
+                ReportRecord,
+                "Markdown/HTML report, results files and the lab-notebook run folder.",
+                role="report",
+            )
+        )
+        return stages
+
+    # -- source -----------------------------------------------------------------------------------------
+    def snapshot(self, inputs: StageInputs) -> SourceRecord:
+        """Load, validate and freeze the items."""
+        item_set = self.kind.load_items()
+        if not item_set.items:
+            reasons = "; ".join(f"row {e.row_number}: {e.reason}" for e in item_set.errors[:3])
+            raise ConfigError(f"experiment {self.kind.config.name!r}: no items loaded from {item_set.source} {reasons}")
+        snap = write_snapshot(item_set, inputs.context.snapshot_dir)
+        return SourceRecord(str(snap.path), snap.sha256, snap.rows, snap.errors, item_set.source)
+
+    def items(self, inputs: StageInputs) -> list[Item]:
+        """Items of the current snapshot."""
+        return read_snapshot(inputs.context.snapshot_dir)
+
+    # -- primary calls ----------------------------------------------------------------------------------
+    def plan_primary(self, inputs: StageInputs) -> CallPlan:
+        """Every call: aliases x repeats x chunks of items."""
+        context = inputs.context
+        calls = self.kind.planned_calls(self.items(inputs), context.aliases(), context.zoo)
+        return CallPlan.build(context.config.name, PRIMARY, calls, inputs.input_digests([SOURCE]))
+
+    def extract(self, inputs: StageInputs) -> AnswerSet:
+        """Parse and validate every stored answer of the plan (no calls here)."""
+        responses = inputs.responses(PRIMARY)
+        rows: list[AnswerRecord] = []
+        for call in responses.plan.calls:
+            record = responses.answer(call.call_id)
+            if record is None:
+                rows.extend(missing_rows(call))
+                continue
+            rows.extend(
+                answer_record(answer, call, record, "ok" if answer.valid else "invalid")
+                for answer in self.kind.interpret(call, record.text, record.model_used)
+            )
+        return AnswerSet(tuple(rows))
+
+    # -- repairs ----------------------------------------------------------------------------------------
+    def _to_repair(self, inputs: StageInputs) -> list[tuple[PlannedCall, str, list[str]]]:
+        """(planned call, its invalid text, reasons) for each call with an invalid answer."""
+        by_id = inputs.responses(PRIMARY).plan.by_id()
+        rows_by_call: dict[str, list[AnswerRecord]] = defaultdict(list)
+        for row in inputs.record(EXTRACTIONS, AnswerSet).rows:
+            rows_by_call[row.call_id].append(row)
+        out = []
+        for call_id, rows in rows_by_call.items():
+            invalid = [row for row in rows if row.status == "invalid"]
+            if invalid and call_id in by_id:
+                out.append((by_id[call_id], invalid[0].raw_response, [row.reason for row in invalid]))
+        return out
+
+    def plan_repairs(self, inputs: StageInputs) -> CallPlan:
+        """One repair call per call with an invalid answer."""
+        calls = [
+            PlannedCall(self.kind.repair_spec(call, text, reasons), call.item_ids)
+            for call, text, reasons in self._to_repair(inputs)
+        ]
+        return CallPlan.build(inputs.context.config.name, REPAIR, calls, inputs.input_digests([EXTRACTIONS]))
+
+    def merge_repairs(self, inputs: StageInputs) -> AnswerSet:
+        """Extraction rows, with each invalid answer replaced by its repair's answer when that is valid."""
+        first = inputs.record(EXTRACTIONS, AnswerSet)
+        repairs = inputs.responses(REPAIR, required=False)
+        if not repairs.current:
+            return AnswerSet(first.rows)  # the repair plan was made from other extractions: not ours
+        replaced: dict[tuple[str, str], AnswerRecord] = {}
+        repair_calls = 0
+        for call, text, reasons in self._to_repair(inputs):
+            spec = self.kind.repair_spec(call, text, reasons)
+            record = repairs.answer(spec.call_id)
+            rows = [row for row in first.rows if row.call_id == call.call_id]
+            if record is None:
+                for row in rows:
+                    note = "" if row.status == "ok" else "repair call has no stored response (failed or not run)"
+                    replaced[(row.call_id, row.item_id)] = row.with_changes(
+                        repair_call_id=spec.call_id, reason=note or row.reason
+                    )
+                continue
+            repair_calls += 1
+            second = {answer.item_id: answer for answer in self.kind.interpret(call, record.text, record.model_used)}
+            for row in rows:
+                retry = second.get(row.item_id)
+                if row.status == "ok":
+                    new = row.with_changes(repair_call_id=spec.call_id)
+                elif retry is not None and retry.valid:
+                    new = answer_record(retry, call, record, "ok").with_changes(
+                        repaired=True, first_raw_response=row.raw_response, repair_call_id=spec.call_id
+                    )
+                else:
+                    reason = f"after repair: {retry.reason if retry else row.reason}"
+                    new = row.with_changes(reason=reason, repair_call_id=spec.call_id)
+                replaced[(row.call_id, row.item_id)] = new
+        rows = tuple(replaced.get((row.call_id, row.item_id), row) for row in first.rows)
+        return AnswerSet(rows, repair_calls)
+
+    def without_repairs(self, inputs: StageInputs) -> AnswerSet:
+        """Repairs are off: the extractions are the answers."""
+        return inputs.record(EXTRACTIONS, AnswerSet)
+
+    # -- evaluation -------------------------------------------------------------------------------------
+    def call_records(self, inputs: StageInputs, rows: Iterable[AnswerRecord] = ()) -> dict[str, StoredResponse | None]:
+        """Answers of every call this run planned (primary, repair, judge...), keyed by planned call id."""
+        out: dict[str, StoredResponse | None] = {}
+        for stage in inputs.graph.call_stages:
+            responses = inputs.responses(stage.name, required=stage.name == PRIMARY)
+            if stage.name != PRIMARY and not responses.current:
+                continue
+            out.update(responses.answers())
+        for row in rows:  # repair calls of a stale plan are still this run's answers
+            if row.repair_call_id and row.repair_call_id not in out:
+                out[row.repair_call_id] = inputs.context.store.get_answer(row.repair_call_id)
+        return out
+
+    def evaluate(self, inputs: StageInputs) -> Evaluation:
+        """Accuracy against gold (Wilson CI) per answering model, validity counts, cost and latency."""
+        gold = {item.item_id: item.gold for item in self.items(inputs)}
+        rows = inputs.record(ANSWERS, AnswerSet).rows
+        by_alias: dict[str, list[AnswerRecord]] = defaultdict(list)
+        for row in rows:
+            by_alias[row.alias].append(row)
+        records = [r for r in self.call_records(inputs, rows).values() if r is not None]
+        models: dict[str, ModelMetrics] = {}
+        for alias, alias_rows in sorted(by_alias.items()):
+            labelled = [row for row in alias_rows if gold.get(row.item_id) is not None]
+            accuracy = None
+            if labelled:
+                interval = accuracy_with_ci([gold[row.item_id] for row in labelled], [row.label for row in labelled])
+                accuracy = asdict(interval)
+            dict_rows = [row.to_json() for row in labelled]
+            alias_records = [r for r in records if r.alias_used == alias]
+            latencies = sorted(r.latency_s for r in alias_records)
+            models[alias] = ModelMetrics(
+                items=len(alias_rows),
+                valid=sum(row.status == "ok" for row in alias_rows),
+                invalid=sum(row.status == "invalid" for row in alias_rows),
+                missing=sum(row.status == "missing" for row in alias_rows),
+                cost_usd=sum(r.cost_usd for r in alias_records),
+                prompt_tokens=sum(r.usage.get("prompt_tokens", 0) for r in alias_records),
+                completion_tokens=sum(r.usage.get("completion_tokens", 0) for r in alias_records),
+                accuracy=accuracy,
+                labelled=len(labelled),
+                latency_p50_s=latencies[len(latencies) // 2] if latencies else None,
+                latency_p95_s=latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))] if latencies else None,
+                extra=self.kind.extra_metrics(dict_rows, gold),
+            )
+        return Evaluation(self.kind.config.name, self.kind.prompts.version, models)
+
+    # -- judges -----------------------------------------------------------------------------------------
+    def plan_judges(self, inputs: StageInputs) -> CallPlan:
+        """One call per valid answer and judge model: the text, the answer and the rubric."""
+        judge = self.kind.config.judge
+        assert judge is not None
+        context = inputs.context
+        items = {item.item_id: item for item in self.items(inputs)}
+        calls: list[PlannedCall] = []
+        for alias in [context.resolve_alias(a) for a in judge.models]:
+            model = context.zoo.get(alias)
+            for row in inputs.record(ANSWERS, AnswerSet).rows:
+                item = items.get(row.item_id)
+                if row.status != "ok" or item is None:
+                    continue
+                fields = {**item.fields, "item_id": item.item_id, "answer": row.label or "", **self.kind.context()}
+                messages = [{"role": "system", "content": render(judge.system, fields, "judge.system")}]
+                messages.append({"role": "user", "content": render(judge.user, fields, "judge.user")})
+                from pipeline.calls import CallSpec
+
+                spec = CallSpec(
+                    alias=alias,
+                    model=model.model,
+                    version=model.version,
+                    api_base=model.api_base,
+                    messages=tuple(messages),
+                    temperature=0.0,
+                    max_tokens=judge.max_tokens,
+                    response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": VERDICT}},
+                    seed=0,
+                    repeat=row.repeat,
+                    item_id=row.item_id,
+                    purpose=f"judge:{row.call_id}",
+                )
+                calls.append(PlannedCall(spec, (row.item_id,)))
+        return CallPlan.build(context.config.name, JUDGE, calls, inputs.input_digests([ANSWERS]))
+
+    def judgements(self, inputs: StageInputs) -> JudgementSet:
+        """Each judge call's verdict (invalid ones kept with the reason)."""
+        responses = inputs.responses(JUDGE)
+        rows: list[Judgement] = []
+        for call in responses.plan.calls:
+            record = responses.answer(call.call_id)
+            answer_call = call.spec.purpose.removeprefix("judge:")
+            if record is None:
+                rows.append(Judgement(call.item_ids[0], answer_call, call.call_id, call.spec.alias, None, None, "", False))
+                continue
+            try:
+                value = extract_json(record.text)
+                verdict = value.get("verdict") if isinstance(value, dict) else None
+                valid = verdict in VERDICT["properties"]["verdict"]["enum"]
+                reason = str(value.get("reason", "")) if isinstance(value, dict) else ""
+            except OutputValidationError as exc:
+                verdict, valid, reason = None, False, str(exc)
+            score = 1.0 if verdict == "correct" else 0.0 if valid else None
+            rows.append(
+                Judgement(call.item_ids[0], answer_call, call.call_id, record.alias_used, verdict, score, reason, valid)
+            )
+        return JudgementSet(tuple(rows))
+
+    # -- report -----------------------------------------------------------------------------------------
+    def report(self, inputs: StageInputs) -> ReportRecord:
+        """The run folder and the reports (pipeline/report/runs.py)."""
+        from pipeline.report.runs import ReportInputs, write_report
+
+        context = inputs.context
+        answers = inputs.record(ANSWERS, AnswerSet)
+        evaluation = inputs.record(EVALUATION, Evaluation)
+        sections: list[str] = []
+        if self.kind.config.judge is not None:
+            sections = judge_section(inputs.record(JUDGEMENTS, JudgementSet), answers, self.items(inputs))
+        primary = inputs.responses(PRIMARY).plan
+        written = write_report(
+            ReportInputs(
+                config=context.config,
+                zoo=context.zoo,
+                aliases=context.aliases(),
+                overrides=context.overrides,
+                hooks=self.kind,
+                prompt_version=self.kind.prompts.version,
+                prompt_templates=self.kind.prompts.to_json(),
+                items=self.items(inputs),
+                rows=[row.to_json() for row in answers.rows],
+                evaluation=evaluation.to_json(),
+                planned_call_ids=primary.call_ids,
+                plan_id=primary.plan_id,
+                records=self.call_records(inputs, answers.rows),
+                load_errors_path=context.snapshot_dir / "load_errors.jsonl",
+                latest_pointer=context.work_dir / "latest_run_folder",
+                extra_sections=sections,
+            ),
+            dagster_run_id=inputs.run_id,
+        )
+        return ReportRecord(str(written.run_folder), str(written.report_md), written.status)
+
+
+VERDICT: dict[str, Any] = {
+    "type": "object",
+    "properties": {"verdict": {"type": "string", "enum": ["correct", "incorrect"]}, "reason": {"type": "string"}},
+    "required": ["verdict", "reason"],
+    "additionalProperties": False,
+}
+"""Schema of a judge's answer."""
+
+
+def judge_section(judgements: JudgementSet, answers: AnswerSet, items: Sequence[Item]) -> list[str]:
+    """Markdown: verdicts per judge, and how often a judge agrees with gold about an answer's correctness."""
+    gold = {item.item_id: item.gold for item in items}
+    labels = {row.call_id + "/" + row.item_id: row.label for row in answers.rows}
+    lines = ["## Judges", "", "| judge | judged | correct | agrees with gold |", "|---|---|---|---|"]
+    by_judge: dict[str, list[Judgement]] = defaultdict(list)
+    for row in judgements.rows:
+        by_judge[row.judge_alias].append(row)
+    for alias, rows in sorted(by_judge.items()):
+        valid = [row for row in rows if row.valid]
+        with_gold = [row for row in valid if gold.get(row.item_id)]
+        agree = sum(
+            (row.verdict == "correct") == (labels.get(row.answer_call_id + "/" + row.item_id) == gold[row.item_id])
+            for row in with_gold
+        )
+        rate = f"{agree}/{len(with_gold)}" if with_gold else "n/a"
+        correct = sum(row.verdict == "correct" for row in valid)
+        lines.append(f"| {alias} | {len(valid)} | {correct} | {rate} |")
+    return [*lines, ""]
+
+
+def missing_rows(call: PlannedCall) -> list[AnswerRecord]:
+    """One 'missing' row per item of a call without a stored response."""
+    return [
+        AnswerRecord(
+            item_id=item_id,
+            call_id=call.call_id,
+            alias=call.spec.alias,
+            requested_alias=call.spec.alias,
+            repeat=call.spec.repeat,
+            label=None,
+            answer=None,
+            status="missing",
+            reason="no stored response (the call failed or has not run): assay resume",
+            raw_response="",
+            model_used="",
+        )
+        for item_id in call.item_ids
+    ]
+
+
+def answer_record(answer: ItemAnswer, call: PlannedCall, record: StoredResponse, status: str) -> AnswerRecord:
+    """An item's answer as a record, credited to the model that answered."""
+    return AnswerRecord(
+        item_id=answer.item_id,
+        call_id=call.call_id,
+        alias=record.alias_used or call.spec.alias,
+        requested_alias=call.spec.alias,
+        repeat=answer.repeat,
+        label=answer.label if status == "ok" else None,
+        answer=answer.answer,
+        status="ok" if status == "ok" else "invalid",
+        reason=answer.reason,
+        raw_response=answer.raw_response,
+        model_used=answer.model_used,
+        answered_call_id=record.call_id,
+    )
+
+
+def gold_of(items: Iterable[Item]) -> Mapping[str, str | None]:
+    """item id -> gold label."""
+    return {item.item_id: item.gold for item in items}
