@@ -18,7 +18,7 @@ def build_definitions() -> Definitions:
         jobs=[job for exp in experiments for job in exp.jobs],
         schedules=[schedule for exp in experiments for schedule in exp.schedules],
         sensors=[sensor for exp in experiments for sensor in exp.sensors],
-        resources={"assay": AssayResource(), "assay_null_io": NullIOManager()},
+        resources={"assay": AssayResource(home=None, calls="live"), "assay_null_io": NullIOManager()},
     )
 
 

@@ -94,7 +94,9 @@ def build_experiment_definitions(source: str) -> ExperimentDefinitions:
                 source, stage, partitions_def, config.run.batch_size, common
             )
 
-    executor = in_process_executor  # the concurrency is inside each responses step; a process per step only adds start-up
+    executor = (
+        in_process_executor  # the concurrency is inside each responses step; a process per step only adds start-up
+    )
     jobs: list[UnresolvedAssetJobDefinition | JobDefinition] = [experiment_driver_job(source, all_job_name(config))]
     for segment in graph.segments():
         if segment.assets:

@@ -5,7 +5,6 @@ calls. The responses asset reports why it stopped as typed Failure metadata (`st
 launcher reads instead of matching words in the failure text.
 """
 
-
 import threading
 from collections.abc import Iterator
 from typing import Any

@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=_positive_int, help="first N items only")
     run.add_argument("--single-item", "--single-product", dest="single_item", help="classify one text only")
     run.add_argument("--batch-size", type=_positive_int, help="items per prompt (answers are matched back per item)")
-    run.add_argument("--calls-per-run", type=_positive_int, help="call partitions per Dagster run (default: the file's)")
+    run.add_argument(
+        "--calls-per-run", type=_positive_int, help="call partitions per Dagster run (default: the file's)"
+    )
     run.add_argument("--max-cost", type=float, help="budget in USD: stop before the call that would exceed it")
     run.add_argument("--config", help="experiment YAML file to use instead of configs/experiments/<name>.yaml")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")

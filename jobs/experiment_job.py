@@ -6,7 +6,6 @@ each segment's assets, then that call stage's calls in range runs on the same in
 `dagster job execute -m definitions -j <experiment>_job` and a schedule both run it.
 """
 
-
 from dagster import Failure, JobDefinition, OpExecutionContext, in_process_executor, job, op
 
 from resources.assay import AssayResource
@@ -24,7 +23,11 @@ def experiment_driver_job(experiment: str, name: str) -> JobDefinition:
         if code != 0:
             raise Failure(description=f"assay run {experiment} ended with exit code {code}: {launcher.last_message}")
 
-    @job(name=name, description=f"Every stage of {experiment}, as `assay run` runs them.", executor_def=in_process_executor)
+    @job(
+        name=name,
+        description=f"Every stage of {experiment}, as `assay run` runs them.",
+        executor_def=in_process_executor,
+    )
     def _driver() -> None:
         run_stages()
 

@@ -278,7 +278,9 @@ class ExperimentLauncher:
 
     def mark_dead_runs_failed(self) -> int:
         """Report runs of this experiment that are still 'started' but whose process is gone as failed."""
-        runs = self.instance.get_runs(filters=RunsFilter(statuses=ACTIVE_STATUSES, tags={RUN_TAG_EXPERIMENT: self.name}))
+        runs = self.instance.get_runs(
+            filters=RunsFilter(statuses=ACTIVE_STATUSES, tags={RUN_TAG_EXPERIMENT: self.name})
+        )
         marked = 0
         for run in runs:
             pid = run.tags.get(RUN_TAG_PID)

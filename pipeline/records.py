@@ -161,7 +161,11 @@ class ModelMetrics:
             out["labelled"] = self.labelled
         out.update(self.extra)
         out.update(
-            {"cost_usd": self.cost_usd, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+            {
+                "cost_usd": self.cost_usd,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+            }
         )
         if self.latency_p50_s is not None:
             out["latency_p50_s"] = self.latency_p50_s

@@ -173,9 +173,7 @@ class ProcessCallRunner:
     Outcomes carry usage, cost and timing but not the answer text (read it from the store).
     """
 
-    def __init__(
-        self, client: LLMClient, *, max_in_flight: int | None = None, warm: WarmWorker | None = None
-    ) -> None:
+    def __init__(self, client: LLMClient, *, max_in_flight: int | None = None, warm: WarmWorker | None = None) -> None:
         self.settings = ClientSettings.of(client)
         self.max_in_flight = max_in_flight
         self.summary = RunSummary()

@@ -66,7 +66,13 @@ def failed_partitions(experiment: str = "hello") -> set[str]:
 def test_definitions_load_every_experiment() -> None:
     from definitions import defs
 
-    for job in ("hello_job", "hello_llm_plan_job", "hello_llm_calls_job", "hello_repair_plan_job", "hello_analysis_job"):
+    for job in (
+        "hello_job",
+        "hello_llm_plan_job",
+        "hello_llm_calls_job",
+        "hello_repair_plan_job",
+        "hello_analysis_job",
+    ):
         assert defs.resolve_job_def(job) is not None
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}

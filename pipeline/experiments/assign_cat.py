@@ -38,7 +38,7 @@ from pipeline.experiments.base import ClassifyExperiment
 from pipeline.extract import BusinessRule
 from pipeline.llm.cost import TOKENS_PER_MESSAGE, count_prompt_tokens, price_per_token
 from pipeline.llm.errors import ConfigError
-from pipeline.plan import CallPlan, PlannedCall
+from pipeline.plan import PlannedCall
 
 __all__ = [
     "CATALOG_SIZE",

@@ -230,8 +230,8 @@ class ClassifyStages:
                     reason = f"after repair: {retry.reason if retry else row.reason}"
                     new = row.with_changes(reason=reason, repair_call_id=spec.call_id)
                 replaced[(row.call_id, row.item_id)] = new
-        rows = tuple(replaced.get((row.call_id, row.item_id), row) for row in first.rows)
-        return AnswerSet(rows, repair_calls)
+        merged = tuple(replaced.get((row.call_id, row.item_id), row) for row in first.rows)
+        return AnswerSet(merged, repair_calls)
 
     def without_repairs(self, inputs: StageInputs) -> AnswerSet:
         """Repairs are off: the extractions are the answers."""
@@ -329,7 +329,9 @@ class ClassifyStages:
             record = responses.answer(call.call_id)
             answer_call = call.spec.purpose.removeprefix("judge:")
             if record is None:
-                rows.append(Judgement(call.item_ids[0], answer_call, call.call_id, call.spec.alias, None, None, "", False))
+                rows.append(
+                    Judgement(call.item_ids[0], answer_call, call.call_id, call.spec.alias, None, None, "", False)
+                )
                 continue
             try:
                 value = extract_json(record.text)
