@@ -70,26 +70,26 @@ def test_small_batches_stay_in_process(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_prewarmed_worker_takes_the_next_batch(tmp_path: Path, slow_server, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import worker
+    from pipeline.worker import WarmWorker
 
     client = _client(tmp_path, slow_server.base_url, monkeypatch)
-    worker.prewarm_worker()  # after the environment is set: a warm worker inherits it as it is now
-    warm = worker._warm
-    assert warm is not None and warm.alive()
+    warm = WarmWorker()  # after the environment is set: a warm worker inherits it as it is now
+    process = warm._worker.process if warm._worker is not None else None
+    assert process is not None and process.is_alive()
     specs = [client.spec_for("fake", [{"role": "user", "content": f"warm {i}"}], max_tokens=8) for i in range(20)]
-    outcomes = list(ProcessCallRunner(client).run(specs))
+    outcomes = list(ProcessCallRunner(client, warm=warm).run(specs))
     assert len(outcomes) == 20 and all(outcome.ok for outcome in outcomes)
-    assert worker._warm is None, "the batch took the warm worker"
-    warm.process.join(timeout=30)
-    assert warm.process.exitcode == 0
+    assert warm.take() is None, "the batch took the warm worker"
+    process.join(timeout=30)
+    assert process.exitcode == 0
 
 
 def test_an_unused_warm_worker_is_stopped_cleanly() -> None:
-    from pipeline import worker
+    from pipeline.worker import WarmWorker
 
-    worker.prewarm_worker()
-    warm = worker._warm
-    assert warm is not None
-    worker.discard_warm_worker()
-    assert worker._warm is None and not warm.process.is_alive() and warm.process.exitcode == 0
-    worker.discard_warm_worker()  # nothing to stop: a no-op
+    warm = WarmWorker()
+    process = warm._worker.process if warm._worker is not None else None
+    assert process is not None
+    warm.discard()
+    assert warm.take() is None and not process.is_alive() and process.exitcode == 0
+    warm.discard()  # nothing to stop: a no-op
