@@ -125,7 +125,7 @@ def judge_messages(config: JudgeConfig, item_input: Any, answer: str, expected: 
         "input": _as_text(item_input),
         "expected": _as_text(expected),
         "answer": answer,
-        "score_schema": json.dumps(judge_score_schema(config), indent=1),
+        "score_schema": json.dumps(judge_score_schema(config)),
         "score_min": config.score_min,
         "score_max": config.score_max,
         "verdicts": ", ".join(config.verdicts),
