@@ -69,7 +69,8 @@ def test_fleiss_wikipedia_worked_example() -> None:
 
 
 def test_fleiss_1971_psychiatric_diagnoses_from_ratings() -> None:
-    """Fleiss (1971), the worked example (pp. 378-382): kappa = .430 for the 30 x 6 diagnoses; R irr::kappam.fleiss gives 0.4302445."""
+    """Fleiss (1971), the worked example (pp. 378-382): kappa = .430 for the 30 x 6 diagnoses;
+    R irr::kappam.fleiss gives 0.4302445."""
     result = fleiss_kappa_raters(FLEISS_1971_DIAGNOSES)
     assert round(result.kappa, 3) == 0.430
     assert round(result.kappa, 4) == 0.4302

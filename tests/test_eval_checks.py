@@ -6,8 +6,8 @@ import pytest
 
 from pipeline.evaluation.checks import (
     CheckResult,
-    CheckSummary,
     ChecksConfig,
+    CheckSummary,
     load_checks,
     pass_rate_ok,
     resolve_callable,
@@ -129,7 +129,12 @@ def test_summary_pass_rates_failures_and_the_gate() -> None:
     rates = {stat.check: stat.pass_rate for stat in summary.per_check}
     assert rates == {"valid_json": 0.5, "short": 0.5}
     assert summary.n_items == 4
-    assert {(f.item_id, f.check) for f in summary.failures} == {("b", "short"), ("c", "valid_json"), ("d", "valid_json"), ("d", "short")}
+    assert {(f.item_id, f.check) for f in summary.failures} == {
+        ("b", "short"),
+        ("c", "valid_json"),
+        ("d", "valid_json"),
+        ("d", "short"),
+    }
     assert next(f for f in summary.failures if f.item_id == "d").detail == "no answer"
     verdict = pass_rate_ok(summary, 0.5)
     assert verdict.ok and bool(verdict) and verdict.lowest_rate == 0.5

@@ -14,9 +14,7 @@ from pipeline.evaluation.compare_models import (
 
 def _outcomes(correct: list[bool | None], cost: float, latency: list[float] | None = None) -> list[ItemOutcome]:
     latency = latency or [1.0] * len(correct)
-    return [
-        ItemOutcome(f"i{k:02d}", c, cost, t) for k, (c, t) in enumerate(zip(correct, latency, strict=True))
-    ]
+    return [ItemOutcome(f"i{k:02d}", c, cost, t) for k, (c, t) in enumerate(zip(correct, latency, strict=True))]
 
 
 # 20 items. big: 18 right. mid: 17 right (misses one big got right). small: 12 right. None = invalid answer.

@@ -56,7 +56,10 @@ def test_gold_set_with_task_spec(tmp_path: Path) -> None:
         ('{"id": "a", "input": "x", "expected": 1, "tag": ["t"]}\n', r"gold.jsonl:1: unknown key 'tag'"),
         ('{"id": "a", "input": "", "expected": 1}\n', r"gold.jsonl:1: input must be a non-empty string"),
         ('{"id": "a", "input": "x", "expected": 1, "tags": "t"}\n', r"gold.jsonl:1: tags must be a list"),
-        ('\n{"id": "a", "input": "x", "expected": 1}\n{"id": "a", "input": "y", "expected": 2}\n', r"gold.jsonl:3: duplicate id 'a' \(first on line 2\)"),
+        (
+            '\n{"id": "a", "input": "x", "expected": 1}\n{"id": "a", "input": "y", "expected": 2}\n',
+            r"gold.jsonl:3: duplicate id 'a' \(first on line 2\)",
+        ),
         ("[1, 2]\n", r"gold.jsonl:1: expected a JSON object"),
         ("\n\n", r"the gold set is empty"),
     ],

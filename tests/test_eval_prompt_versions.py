@@ -101,7 +101,8 @@ def test_changelog_round_trip(tmp_path: Path) -> None:
 def test_all_digit_version_stays_text(tmp_path: Path) -> None:
     path = tmp_path / "toy.yaml"
     path.write_text(
-        "format_version: 1\nexperiment: toy\nentries:\n- {version: 123456789012, date: 2026-12-01, author: a, note: n}\n",
+        "format_version: 1\nexperiment: toy\nentries:\n"
+        "- {version: 123456789012, date: 2026-12-01, author: a, note: n}\n",
         encoding="utf-8",
     )
     assert load_changelog(path).entries[0].version == "123456789012"

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = ["answers_match", "is_number", "normalize_answer"]
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[float]:
     """True for int and float values (not bool, not NaN): the answers MAE is defined on."""
     return (
         isinstance(value, numbers.Real)

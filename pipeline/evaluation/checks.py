@@ -290,7 +290,9 @@ def resolve_callable(path: str, allowed: Sequence[str] = PROJECT_MODULE_PREFIXES
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"custom check callable {path!r}: module {module_name!r} cannot be imported ({exc})") from None
+        raise ConfigError(
+            f"custom check callable {path!r}: module {module_name!r} cannot be imported ({exc})"
+        ) from None
     function = getattr(module, attribute, None)
     if not callable(function):
         raise ConfigError(
@@ -304,7 +306,9 @@ class CustomCheck(_Check):
     """A project function decides: `fn(answer_text) -> None | True` passes, `False | "reason"` fails."""
 
     type: Literal["custom"]
-    callable: str = Field(description="Dotted path in the project's modules, e.g. pipeline.evaluation.custom_checks.no_refusal.")
+    callable: str = Field(
+        description="Dotted path in the project's modules, e.g. pipeline.evaluation.custom_checks.no_refusal."
+    )
 
     @field_validator("callable")
     @classmethod
@@ -383,7 +387,9 @@ def run_checks(answers: Mapping[str, str | None], checks: Sequence[CheckConfig] 
     for item_id, text in answers.items():
         for check in check_list:
             detail = "no answer" if text is None else check.run(text)
-            results.append(CheckResult(item_id=str(item_id), check=check.label, passed=detail is None, detail=detail or ""))
+            results.append(
+                CheckResult(item_id=str(item_id), check=check.label, passed=detail is None, detail=detail or "")
+            )
     return results
 
 

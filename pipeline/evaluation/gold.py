@@ -129,12 +129,16 @@ def _item_from_line(path: Path, number: int, line: str) -> GoldItem:
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); write one JSON object per line")
+        raise ConfigError(
+            f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); write one JSON object per line"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a JSON object with keys {', '.join(_FIELDS)}; found {line.strip()[:60]}")
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; the keys are {', '.join(_FIELDS)} (check its spelling)")
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; the keys are {', '.join(_FIELDS)} (check its spelling)"
+        )
     for key in ("id", "input", "expected"):
         if key not in data:
             raise ConfigError(f"{where}: key {key!r} is missing; every line needs id, input and expected")
@@ -148,7 +152,7 @@ def _item_from_line(path: Path, number: int, line: str) -> GoldItem:
         )
     tags = data.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(tag, str) and tag.strip() for tag in tags):
-        raise ConfigError(f"{where}: tags must be a list of non-empty strings, e.g. [\"short\"]; found {tags!r}")
+        raise ConfigError(f'{where}: tags must be a list of non-empty strings, e.g. ["short"]; found {tags!r}')
     if ALL_ITEMS in tags:
         raise ConfigError(f"{where}: the tag {ALL_ITEMS!r} is reserved for the overall scores; rename it")
     return GoldItem(id=str(item_id), input=item_input, expected=data["expected"], tags=tuple(dict.fromkeys(tags)))
@@ -274,7 +278,9 @@ def evaluate_answers(
     known = {item.id for item in gold}
     tags = sorted({tag for item in gold for tag in item.tags})
     per_tag = tuple(
-        _group_scores(tag, [item for item in gold if tag in item.tags], answers, normalize, confidence, n_resamples, seed)
+        _group_scores(
+            tag, [item for item in gold if tag in item.tags], answers, normalize, confidence, n_resamples, seed
+        )
         for tag in tags
     )
     return GoldEvaluation(

@@ -73,7 +73,8 @@ class JudgeConfig(StrictModel):
     system: str = Field(DEFAULT_JUDGE_SYSTEM, description="System template; placeholders as for `user`.")
     user: str = Field(
         DEFAULT_JUDGE_USER,
-        description="User template: {rubric} {input} {expected} {answer} {score_schema} {score_min} {score_max} {verdicts}.",
+        description="User template: {rubric} {input} {expected} {answer} {score_schema} {score_min} {score_max} "
+        "{verdicts}.",
     )
 
     @model_validator(mode="after")
@@ -90,7 +91,9 @@ class JudgeConfig(StrictModel):
         for name in ("system", "user"):
             unknown = sorted(set(template_fields(getattr(self, name), name)) - _JUDGE_FIELDS)
             if unknown:
-                raise ValueError(f"{name} template uses {{{unknown[0]}}}; available: {', '.join(sorted(_JUDGE_FIELDS))}")
+                raise ValueError(
+                    f"{name} template uses {{{unknown[0]}}}; available: {', '.join(sorted(_JUDGE_FIELDS))}"
+                )
         return self
 
 

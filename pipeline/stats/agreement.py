@@ -161,7 +161,9 @@ def cohens_kappa_two_raters(
     return cohens_kappa_from_table(table.tolist(), weighting)
 
 
-def fleiss_kappa_from_counts(counts: Sequence[Sequence[int]], categories: Sequence[Hashable] | None = None) -> FleissKappa:
+def fleiss_kappa_from_counts(
+    counts: Sequence[Sequence[int]], categories: Sequence[Hashable] | None = None
+) -> FleissKappa:
     """Fleiss' kappa from an items x categories table of how many raters chose each category."""
     table = np.asarray(counts, dtype=float)
     if table.ndim != 2 or table.shape[1] < 2:
