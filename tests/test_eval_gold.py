@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
 
+from pipeline.config import REPO_ROOT, load_experiment
 from pipeline.evaluation.gold import (
     ALL_ITEMS,
     GoldEvaluation,
@@ -108,3 +110,19 @@ def test_evaluation_round_trips_through_json() -> None:
     items = [GoldItem(f"n{i}", f"q{i}", i, ("t",)) for i in range(4)]
     result = evaluate_answers(items, {"n0": 0, "n1": 2, "n2": 2, "n3": None}, n_resamples=200)
     assert GoldEvaluation.from_json(result.to_json()) == result
+
+
+def test_shipped_gold_sets_load_and_agree_with_their_sources() -> None:
+    hello = load_gold_set("hello")
+    assert hello.task is not None and hello.task.title == "Topic of a short text"
+    inline = {item["id"]: item["topic"] for item in load_experiment("hello", environ={}).dataset.items}
+    assert {item.id: item.expected for item in hello.items} == inline
+
+    products = REPO_ROOT / "datasets" / "assign-cat" / "products.csv"
+    with products.open(encoding="utf-8") as handle:
+        rows = {row["product_id"]: row for row in csv.DictReader(handle)}
+    assign_cat = load_gold_set("assign-cat")
+    assert assign_cat.task is not None
+    assert {item.id: item.expected for item in assign_cat.items} == {
+        key: {"category": row["gold_category"], "subcategory": row["gold_subcategory"]} for key, row in rows.items()
+    }
