@@ -63,6 +63,7 @@ def test_gold_set_with_task_spec(tmp_path: Path) -> None:
             r"gold.jsonl:3: duplicate id 'a' \(first on line 2\)",
         ),
         ("[1, 2]\n", r"gold.jsonl:1: expected a JSON object"),
+        ('{"id": "a", "input": "x", "expected": null}\n', r"gold.jsonl:1: expected is null \(item a\)"),
         ("\n\n", r"the gold set is empty"),
     ],
 )

@@ -143,6 +143,8 @@ def _item_from_line(path: Path, number: int, line: str) -> GoldItem:
         if key not in data:
             raise ConfigError(f"{where}: key {key!r} is missing; every line needs id, input and expected")
     item_id = data["id"]
+    if data["expected"] is None:
+        raise ConfigError(f"{where}: expected is null (item {item_id}); give the correct answer, or drop the item")
     if isinstance(item_id, bool) or not isinstance(item_id, str | int) or str(item_id).strip() == "":
         raise ConfigError(f"{where}: id must be a non-empty string (or an integer); found {item_id!r}")
     item_input = data["input"]
