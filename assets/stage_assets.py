@@ -53,7 +53,11 @@ def data_stage_asset(
         **common,
     )
     def _data(context: AssetExecutionContext, assay: AssayResource) -> MaterializeResult:
-        record = run_data_stage(assay.context(experiment), stage, context.run_id)
+        exp = assay.context(experiment)
+        # The stage as this run's overrides declare it (the graph built at load time has no overrides).
+        own = exp.graph.get(stage.name)
+        assert isinstance(own, DataStage)
+        record = run_data_stage(exp, own, context.run_id)
         metadata = dict(record.metadata())
         for name in ("run_folder", "report", "path"):
             if isinstance(metadata.get(name), str):
@@ -98,7 +102,9 @@ def call_plan_asset(
     )
     def _plan(context: AssetExecutionContext, assay: AssayResource) -> MaterializeResult:
         exp = assay.context(experiment)
-        summary = plan_call_stage(exp, stage, StageInputs(exp, exp.graph, context.run_id))
+        own = exp.graph.get(stage.name)  # as this run's overrides declare it
+        assert isinstance(own, CallStage)
+        summary = plan_call_stage(exp, own, StageInputs(exp, exp.graph, context.run_id))
         known = set(context.instance.get_dynamic_partitions(partitions.name))
         new_keys = [key for key in summary.plan.keys if key not in known]
         if new_keys:
