@@ -352,7 +352,7 @@ class JudgeConfig(StrictModel):
 
     models: list[str] = Field(description="Zoo aliases of the judges (or 'auto').")
     system: str = Field(
-        'You grade answers. Reply with JSON only: {"verdict": "correct" or "incorrect", "reason": "<one sentence>"}.',
+        'You grade answers. Reply with JSON only: {{"verdict": "correct" or "incorrect", "reason": "<one sentence>"}}.',
         description="System message of every judge call.",
     )
     user: str = Field(description="Judge prompt; {answer} holds the answer's label, item fields fill the rest.")

@@ -42,6 +42,7 @@ class ExperimentContext:
         self.client_mode = client_mode
         self.environ = os.environ if environ is None else environ
         self.overrides = list(overrides)
+        self.config_source = name
         self.config: ExperimentConfig = load_experiment(name, self.overrides, environ=self.environ)
         self.zoo: ModelZoo = load_model_zoo(overrides=self.overrides)
         self.home = home or assay_home()
@@ -72,8 +73,26 @@ class ExperimentContext:
         if self._graph is None:
             from pipeline.stages import StageGraph
 
-            self._graph = StageGraph(tuple(self.kind.stages()))
+            graph = StageGraph(tuple(self.kind.stages()))
+            if self.overrides:
+                self._check_same_shape(graph)
+            self._graph = graph
         return self._graph
+
+    def _check_same_shape(self, graph: StageGraph) -> None:
+        """Dagster's assets and jobs are built from the experiment file: a --set may not add or drop stages."""
+        from pipeline.experiments import experiment_for
+        from pipeline.stages import StageGraph
+
+        source = self.config_source
+        file_kind = experiment_for(load_experiment(source, environ=self.environ))
+        file_stages = [stage.name for stage in StageGraph(tuple(file_kind.stages())).ordered()]
+        mine = [stage.name for stage in graph.ordered()]
+        if mine != file_stages:
+            raise ConfigError(
+                f"the overrides change the stages of {self.config.name} ({', '.join(file_stages)} -> "
+                f"{', '.join(mine)}); stages come from the experiment file: edit it or pass a copy with --config"
+            )
 
     def aliases(self) -> list[str]:
         """The experiment's model aliases; 'auto' = the zoo default if its key is set, else `local`."""

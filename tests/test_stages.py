@@ -102,7 +102,9 @@ def test_records_round_trip_through_their_envelope(tmp_path: Path) -> None:
         load_record(tmp_path / "answers.json", AnswerSet)
 
 
-def test_hello_call_ids_are_those_stored_before_the_stage_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hello_call_ids_are_those_stored_before_the_stage_graph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Computed by the pre-stage-graph code (commit ee81cd4, ExperimentSession.plan) for hello on `fake` at the
     # default ASSAY_FAKE_BASE_URL: responses stored before this change are found, never paid for again.
     monkeypatch.delenv("ASSAY_FAKE_BASE_URL", raising=False)
@@ -147,7 +149,7 @@ def test_a_fallback_answer_is_the_fallback_models_call_and_the_primary_is_asked_
     assay_env: Path, fake_server: FakeOpenAIServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     primary = fake_alias_flag("prim", model="openai/primary-model", fallbacks=["fake"], max_attempts=1)
-    flags = ["--model", "prim", "--set", primary, "--set", "output.repair=false"]
+    flags = ["--model", "prim", "--set", primary]
     fake_server.inject("500", times=100, match="striker")  # only the primary's call fails over; both see 'striker'
     # The fallback is asked with the same messages: let it answer the second time that prompt arrives.
     code = main(["run", "hello", *flags])
@@ -164,7 +166,7 @@ def test_a_fallback_answer_is_the_fallback_models_call_and_the_primary_is_asked_
     [row] = [row for row in rows if row["item_id"] == "h1"]
     assert row["alias"] == "fake" and row["requested_alias"] == "prim"
     assert row["answered_call_id"] != row["call_id"], "stored as the fallback model's own call"
-    context = ExperimentContext("hello", [*flags[:4], "models=[prim]"])
+    context = ExperimentContext("hello", [primary, "models=[prim]"])
     assert context.store.get(row["call_id"]) is None, "nothing stored under the primary's call id"
     evaluation = json.loads(
         (sorted((assay_env / "runs").glob("hello-*"))[-1] / "outputs" / "stats_summary.json").read_text()
@@ -181,10 +183,7 @@ def test_a_fallback_answer_is_the_fallback_models_call_and_the_primary_is_asked_
 @pytest.mark.slow
 def test_hello_judge_grades_answers_in_a_second_call_stage(assay_env: Path, fake_server: FakeOpenAIServer) -> None:
     assert main(["run", "hello-judge", "--model", "fake", "--set", "judge.models=[fake]"]) == 0
-    judge_calls = sum(
-        count for prompt, count in fake_server.stats()["by_prompt"].items() if "Proposed topic" in prompt
-    ) or len([1 for request in fake_server.requests if "Proposed topic" in json.dumps(request)])
-    assert fake_server.total() == 16 and judge_calls in (0, 8)  # 8 answers + 8 verdicts
+    assert fake_server.total() == 16  # 8 answers + 8 verdicts
     folder = sorted((assay_env / "runs").glob("hello-judge-*"))[-1]
     report = (folder / "outputs" / "final_report.md").read_text()
     assert "## Judges" in report and "| fake | 8 |" in report
@@ -210,20 +209,25 @@ def test_scattered_failures_are_moved_together_so_a_backfill_needs_ceil_n_over_k
     items = _items_csv(assay_env / "items.csv", texts)
     fake_server.inject("500", times=1000, match="striker")  # 10 scattered calls fail
     flags = ["--model", "fake", "--input", str(items), "--set", "models.fake.max_attempts=1", "--calls-per-run", "4"]
-    assert main(["run", "hello", *flags, "--set", "output.repair=false"]) == 1
+    assert main(["run", "hello", *flags]) == 1
     capsys.readouterr()
     instance = get_instance()
-    launcher = ExperimentLauncher("hello", ["models=[fake]", "run.batch_size=4", "output.repair=false"], instance)
+    launcher = ExperimentLauncher("hello", ["models=[fake]", "run.batch_size=4"], instance)
     failed = launcher.failed_partitions("llm")
     assert len(failed) == 10
     ordered = list(instance.get_dynamic_partitions("hello__llm"))
     assert set(ordered[-10:]) == failed, "the failed calls are together at the end of the partition order"
     # What the backfill daemon does with a UI backfill of these partitions (the same function, the real graph):
+    from dagster._core.definitions.partitions.context import partition_loading_context
+
     key = launcher._responses_key("llm")
-    requests = build_run_requests_with_backfill_policies(
-        [AssetKeyPartitionKey(key, partition) for partition in failed], defs.resolve_asset_graph(), instance
-    )
-    assert len(requests) == math.ceil(10 / 4)
+    with partition_loading_context(dynamic_partitions_store=instance):
+        requests = build_run_requests_with_backfill_policies(
+            [AssetKeyPartitionKey(key, partition) for partition in failed], defs.resolve_asset_graph(), instance
+        )
+    # The UI's backfill uses the asset's policy: hello's file says 5000 calls per run. Scattered, the 10 calls
+    # would have been up to 10 separate ranges (runs); together they are ceil(10 / 5000) = 1.
+    assert len(requests) == math.ceil(10 / 5000)
 
 
 def test_every_asset_kind_materializes_with_the_replay_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,12 +242,24 @@ def test_every_asset_kind_materializes_with_the_replay_client(tmp_path: Path, mo
         "assay": AssayResource(overrides=["models=[fake]", "judge.models=[fake]"], home=str(tmp_path), calls="replay"),
         "assay_null_io": NullIOManager(),
     }
+    everything = [*definitions.assets, *definitions.checks]
+    kinds: set[str] = set()
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            [*definitions.assets, *definitions.checks], resources=resources, instance=instance, raise_on_error=True
-        )
-        assert result.success
-        kinds = {event.asset_key.path[-1] for event in result.get_asset_materialization_events()}
+        # Segment by segment, as `assay run` does: each segment's assets, then its call stage's responses
+        # (without a partition key a responses asset covers its whole plan).
+        for segment in definitions.graph.segments():
+            selections = [list(segment.assets)]
+            if segment.call_stage is not None:
+                selections.append([segment.call_stage.responses_asset])
+            for names in selections:
+                if not names:
+                    continue
+                selection = [definitions.config.asset_prefix + "/" + name for name in names]
+                result = materialize(
+                    everything, selection=selection, resources=resources, instance=instance, raise_on_error=True
+                )
+                assert result.success
+                kinds |= {event.asset_key.path[-1] for event in result.get_asset_materialization_events()}
         assert {"source_snapshot", "llm_calls", "llm_responses", "extractions", "judge_responses", "report"} <= kinds
     report = next((tmp_path / "runs").glob("hello-judge-*/outputs/final_report.md")).read_text()
     assert "## Judges" in report
@@ -256,7 +272,7 @@ def test_config_file_outside_the_experiments_folder_runs_and_a_shipped_name_does
     text = (REPO / "configs" / "experiments" / "hello.yaml").read_text()
     mine = tmp_path / "elsewhere" / "hello.yaml"  # same name as the shipped one: the file must win
     mine.parent.mkdir()
-    mine.write_text(text.replace("Topic of a short text", "MY OWN COPY: topic of a short text"))
+    mine.write_text(text.replace("Topic of a short text", "MY OWN COPY - topic of a short text"))
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env.update(
         ASSAY_HOME=str(tmp_path / "home"),
@@ -269,3 +285,9 @@ def test_config_file_outside_the_experiments_folder_runs_and_a_shipped_name_does
     assert done.returncode == 0, done.stderr[-2000:]
     report = next((tmp_path / "runs").glob("hello-*/outputs/final_report.md")).read_text()
     assert "MY OWN COPY" in report
+
+
+def test_overrides_may_not_change_the_stage_graph(tmp_path: Path) -> None:
+    context = ExperimentContext("hello", ["output.repair=false"], home=tmp_path)
+    with pytest.raises(ConfigError, match="stages come from the experiment file"):
+        _ = context.graph
