@@ -77,12 +77,14 @@ def test_birdflu_rules_fire_on_their_terms() -> None:
 
     config = load_task_config("birdflu")
     voter = RulesVoter(load_rules(config.resolve(config.voters.rules.file), config.label_names))
-    out = voter.predict_proba([
-        "H5N8 confirmed in ducks",
-        "Bird flu reaches the county",
-        "10,000 chickens culled on a farm",
-        "A poultry worker tested positive for H5N1",
-        "The flu shot is available now",
-    ])
+    out = voter.predict_proba(
+        [
+            "H5N8 confirmed in ducks",
+            "Bird flu reaches the county",
+            "10,000 chickens culled on a farm",
+            "A poultry worker tested positive for H5N1",
+            "The flu shot is available now",
+        ]
+    )
     assert out.predicted() == ["relevant", "relevant", "relevant", "relevant", "irrelevant"]
     assert out.safety[3] == "escalate"

@@ -69,7 +69,8 @@ class ReviewItem:
     confidence: float
     disagreement: float
     priority: float
-    """Sort key, highest first: harm weight of the best guess x (1 + disagreement), +1 for abstentions."""
+    """Sort key, highest first: harm weight of the best guess x (1 + disagreement) for abstentions, harm weight x
+    disagreement for settled items."""
     votes: str
     """Each voter's vote, e.g. ``rules=spam classical=ham(0.61)``."""
     reviewed_label: str = ""
@@ -84,8 +85,10 @@ def mine_review_queue(
     decisions: PassResult,
     harm_weights: Mapping[str, float] | None = None,
     top_disagreements: int = 50,
+    min_disagreement: float = 0.05,
 ) -> tuple[ReviewItem, ...]:
-    """Every unsettled or abstained item, plus the ``top_disagreements`` settled items voters disagree on most."""
+    """Every unsettled or abstained item, plus the ``top_disagreements`` settled items voters disagree on most
+    (those scoring at least ``min_disagreement``)."""
     weights = harm_weights or {}
     scores = disagreement_scores(outputs)
     by_id = {d.item_id: d for d in decisions.decisions}
@@ -102,9 +105,9 @@ def mine_review_queue(
         weight = weights.get(decision.best_guess, 1.0)
         score = float(scores[i])
         if not decision.settled:
-            why, priority, bucket = f"abstained: {decision.reason}", weight * (1 + score) + 1.0, rows
-        elif score > 0:
-            why, priority, bucket = f"disagreement: {decision.reason}", weight * (1 + score), disagreeing
+            why, priority, bucket = f"abstained: {decision.reason}", weight * (1 + score), rows
+        elif score >= min_disagreement:
+            why, priority, bucket = f"disagreement: {decision.reason}", weight * score, disagreeing
         else:
             continue
         bucket.append(

@@ -133,8 +133,12 @@ class WeakSupervisionVoter:
         """Fit the LabelModel on the training texts' LF votes (gold labels are not used)."""
         from snorkel.labeling.model import LabelModel
 
-        if not self.lfs:
-            raise ValueError("weak supervision needs labeling functions: add rules or voters.weak_supervision.keywords")
+        if len(self.lfs) < 3:
+            # Snorkel's LabelModel cannot identify LF accuracies from fewer than three functions.
+            raise ValueError(
+                f"weak supervision needs at least 3 labeling functions, got {len(self.lfs)} "
+                f"({[lf.name for lf in self.lfs]}); add rules or voters.weak_supervision.keywords"
+            )
         matrix = label_matrix(self.lfs, self.labels, [item.text for item in train])
         model = LabelModel(cardinality=len(self.labels), verbose=False, device="cpu")
         model.fit(L_train=matrix, n_epochs=self.config.epochs, seed=self.config.seed, progress_bar=False)
