@@ -25,6 +25,7 @@ from pipeline.data.risk_prompt import (
     USER_TEMPLATE,
     fairness_row,
     parse_prompt,
+    profile_item,
     prompt_fields,
 )
 from pipeline.extract import extract_and_validate, validate_answer
@@ -214,3 +215,11 @@ def test_fairness_row_from_answers() -> None:
     assert row.groups == variant.groups and row.pair_id == variant.pair_id
     assert fairness_row(variant, None).predicted_band is None
     assert fairness_row(variant, {"risk_band": 9}).predicted_band is None
+
+
+def test_profile_item_carries_fields_and_gold() -> None:
+    variant = generate_variants(ProfileSampleConfig(n_profiles=1))[0]
+    item = profile_item(variant)
+    assert item.item_id == variant.variant_id
+    assert item.gold == str(variant.true_band)
+    assert render(USER_TEMPLATE, item.fields) == render(USER_TEMPLATE, prompt_fields(variant))

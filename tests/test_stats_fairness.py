@@ -284,3 +284,10 @@ def test_bootstrap_resamples_zero_skips_intervals() -> None:
     result = audit(_rows(15), FairnessConfig(bootstrap_resamples=0, min_cell_size=5, monte_carlo_resamples=200))
     assert all(g.accuracy_ci is None for g in result.groups)
     assert all(not math.isnan(g.accuracy) for g in result.groups)
+
+
+def test_paired_analysis_needs_pair_ids() -> None:
+    rows = [FairnessRow(r.item_id, None, r.groups, r.true_band, r.predicted_band, r.confidence) for r in _rows(20)]
+    result = audit(rows, FAST)
+    assert result.paired == ()
+    assert {t.test for t in result.tests} == {"kruskal_wallis", "chi_square_direction"}

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.data.loaders import Item
 from pipeline.data.profiles import (
     QUESTIONS,
     ClientProfile,
@@ -39,6 +40,7 @@ __all__ = [
     "band_in_range",
     "fairness_row",
     "parse_prompt",
+    "profile_item",
     "prompt_fields",
 ]
 
@@ -142,6 +144,11 @@ def prompt_fields(variant: ProfileVariant) -> dict[str, Any]:
         "questionnaire": questionnaire_text(p.answers),
         "scoring_rule": scoring_rule_markdown(),
     }
+
+
+def profile_item(variant: ProfileVariant) -> Item:
+    """The experiment item of a variant: its id, :func:`prompt_fields`, and the right band as the gold label."""
+    return Item(variant.variant_id, prompt_fields(variant), str(variant.true_band))
 
 
 @dataclass(frozen=True)
