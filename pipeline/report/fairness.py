@@ -124,7 +124,7 @@ def _plot_signed_error(result: FairnessAudit, path: Path) -> None:
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(groups)), labels)
     ax.invert_yaxis()
-    ax.set_xlabel("Mean signed error (bands; + = riskier than the rule), 95% bootstrap CI")
+    ax.set_xlabel("Mean signed error in bands (+ = riskier), 95% CI")
     ax.set_title("Signed error per group (grey: too small to test)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
