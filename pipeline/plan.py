@@ -135,7 +135,7 @@ class CallPlan:
             stat = path.stat()
         except FileNotFoundError:
             raise FileNotFoundError(
-                f"{path} does not exist: materialize {path.parent.name}_calls first (assay run <experiment>)"
+                f"{path} does not exist: materialize the stage's <stage>_calls asset first (assay run <experiment>)"
             ) from None
         key, version = str(path.resolve()), (stat.st_mtime_ns, stat.st_size)
         cached = _LOADED.get(key)

@@ -205,5 +205,5 @@ def test_a_plan_is_read_once_while_its_file_is_unchanged(tmp_path: Path) -> None
     again = CallPlan.load(path)
     assert again is not first and [call.item_ids for call in again.calls] == [("three",)]
     path.unlink()
-    with pytest.raises(FileNotFoundError, match="materialize llm_calls first"):
+    with pytest.raises(FileNotFoundError, match="materialize the stage.s <stage>_calls asset first"):
         CallPlan.load(path)

@@ -197,16 +197,22 @@ def test_retries_exhausted_fall_back_to_the_next_alias(
     spec = client.spec_for("fake", messages)
     result = run(client.complete(spec))
     assert (result.alias_used, result.model_used, result.attempts) == ("fake2", "openai/fake-model-2", 3)
-    stored = store.get(spec.call_id)
+    # The fallback's answer is the fallback model's own call: never stored under the primary's call id (a
+    # later run of the primary would be served it forever); the planned call points at it instead.
+    assert store.get(spec.call_id) is None
+    stored = store.get_answer(spec.call_id)
     assert stored is not None and (stored.alias_used, stored.model_used) == ("fake2", "openai/fake-model-2")
-    assert stored.request["model"] == "openai/fake-model"  # the call asked for, under its own call_id
-    trace = store.read_trace(spec.call_id)
-    assert [(e["alias"], e["attempt"], e["outcome"]) for e in trace] == [
+    assert stored.request["model"] == "openai/fake-model-2" and stored.call_id == result.call_id != spec.call_id
+    assert [(e["alias"], e["attempt"], e["outcome"]) for e in store.read_trace(spec.call_id)] == [
         ("fake", 1, "error"),
         ("fake", 2, "error"),
-        ("fake2", 1, "ok"),
     ]
+    assert [(e["alias"], e["outcome"]) for e in store.read_trace(result.call_id)] == [("fake2", "ok")]
     assert server.count(messages) == 3
+    # Asked again for the primary: the primary is tried (it may be back); the fallback's answer is not paid twice.
+    server.inject("500", times=2, match="primary is down")
+    again = run(client.complete(spec))
+    assert again.from_store and again.call_id == result.call_id and server.count(messages) == 5
 
 
 def test_fatal_errors_do_not_fall_back(

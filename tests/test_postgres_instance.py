@@ -49,9 +49,11 @@ def test_run_and_resume_on_postgres_instance(tmp_path: Path, monkeypatch: pytest
 
         launcher = ExperimentLauncher("hello", ["models=[fake]"])
         assert type(launcher.instance.run_storage).__name__ == "PostgresRunStorage"
-        failed = launcher.failed_partitions()
-        plan_ids = set(launcher.session.load_plan().call_ids)
-        assert len(failed & plan_ids) == 1
+        failed = launcher.failed_partitions("llm")
+        from pipeline.call_stages import load_plan
+
+        plan = load_plan(launcher.context, "llm")
+        assert plan is not None and len(failed & set(plan.keys)) == 1
         server.reset()
         assert main(["resume", "hello"]) == 0
         assert server.total() == 1
