@@ -43,15 +43,20 @@ _TEMP_SEQUENCE = itertools.count()
 
 USE_SYNCFS = os.environ.get("ASSAY_STORE_SYNCFS", "1") != "0"
 
-# Fault injection for the full-disk tests (read once per process; the writer process inherits it).
-_WRITES_ALLOWED = (
-    int(os.environ["ASSAY_STORE_FAIL_AFTER_WRITES"]) if os.environ.get("ASSAY_STORE_FAIL_AFTER_WRITES") else -1
-)
-_WRITES_DONE = itertools.count(1)
+# Fault injection for the full-disk tests: read at each write (an environ lookup, ~1 us), counted from the
+# moment the variable took its current value, so a test can set it, and clear it to "free space".
+_fault_state: list[Any] = [None, 0]  # [the variable's value when counting started, writes since]
 
 
 def _before_write(path: str) -> None:
-    if _WRITES_ALLOWED >= 0 and next(_WRITES_DONE) > _WRITES_ALLOWED:
+    allowed = os.environ.get("ASSAY_STORE_FAIL_AFTER_WRITES")
+    if not allowed:
+        _fault_state[:] = [None, 0]
+        return
+    if _fault_state[0] != allowed:
+        _fault_state[:] = [allowed, 0]
+    _fault_state[1] += 1
+    if _fault_state[1] > int(allowed):
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (injected: ASSAY_STORE_FAIL_AFTER_WRITES)", path)
 
 

@@ -147,10 +147,16 @@ class StoreWriter:
             return
         records, traces = list(self.kept.items()), list(self.kept_traces)
         outcome = commit(str(self.store.root), records, traces)
-        for (path, _), error in zip(records, outcome.record_errors, strict=True):
-            if error is None:
-                del self.kept[path]
+        written = [path for (path, _), error in zip(records, outcome.record_errors, strict=True) if error is None]
+        written_traces = [path for (path, _), error in zip(traces, outcome.trace_errors, strict=True) if not error]
+        for path in written:
+            del self.kept[path]
         self.kept_traces = [trace for trace, error in zip(traces, outcome.trace_errors, strict=True) if error]
+        if self.spilled_to is not None:
+            # Stored after all: the spilled copies must not be appended (traces) or counted again next run.
+            for path in [*written, *({*written_traces} - {trace_path for trace_path, _ in self.kept_traces})]:
+                with contextlib.suppress(OSError):
+                    (self.spilled_to / os.path.relpath(path, self.store.root)).unlink()
         if self.kept and self.spilled_to is None:
             log.error(
                 "%d paid responses could not be stored under %s and are lost with this process: set "

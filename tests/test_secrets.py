@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import secrets as secrets_module
+from pipeline import store as store_module
 from pipeline.config import ModelZoo
 from pipeline.llm.client import LLMClient, resolve_key
 from pipeline.llm.errors import MissingCredentials, ProviderError
-from pipeline import secrets as secrets_module
-from pipeline import store as store_module
 from pipeline.secrets import registered_secret_env_names
 from pipeline.store import ResponseStore, scrub_secrets
 from tests.conftest import FAST_RETRY, fake_alias_flag, msgs, run
