@@ -211,8 +211,11 @@ def call_responses_asset(
                 metadata={STOPPED_BY: StopReason.SIGNAL.value},
             )
         if summary.failed or summary.not_started:
-            reason = StopReason.BUDGET if summary.stopped_by == StopReason.BUDGET else StopReason.FAILURES
-            cause = "the budget ran out" if reason == StopReason.BUDGET else f"{summary.failed} calls failed"
+            reason = StopReason(summary.stopped_by) if summary.stopped_by else StopReason.FAILURES
+            cause = {
+                StopReason.BUDGET: "the budget ran out",
+                StopReason.STORE: f"a response could not be stored ({summary.errors}); see the log for the disk",
+            }.get(reason, f"{summary.failed} calls failed")
             raise Failure(
                 description=f"stage {stage.name}: {cause}; finished responses are stored. "
                 f"Resume with: assay resume {exp.config.name}",

@@ -165,6 +165,12 @@ class ExperimentLauncher:
                 report = self.run_calls(stage, resuming=resuming)
                 if report.stopped_by == StopReason.SIGNAL:
                     return self._interrupted()
+                if report.stopped_by == StopReason.STORE:
+                    # Nothing more is sent while responses cannot be kept; what was paid for is kept in memory
+                    # or the spill folder and stored first by the next run.
+                    self.last_message = f"stopped: {report.messages[-1]}"
+                    print(f"assay: {self.last_message}. Then: assay resume {self.experiment}", file=sys.stderr)
+                    return 1
                 if report.stopped_by == StopReason.BUDGET:
                     stopped = StopReason.BUDGET
             return self._analyse(stopped)
@@ -240,7 +246,7 @@ class ExperimentLauncher:
                     report.runs_failed += 1
                     report.messages.append(self._failure_text(result))
                     reason = self._stop_reason(result)
-                    if reason in (StopReason.BUDGET, StopReason.SIGNAL):
+                    if reason in (StopReason.BUDGET, StopReason.SIGNAL, StopReason.STORE):
                         report.stopped_by = reason
                         break
         finally:

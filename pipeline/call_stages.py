@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.calls import CallSpec
-from pipeline.config import ModelZoo
 from pipeline.context import ExperimentContext
-from pipeline.llm.cost import Budget, estimate_cost
+from pipeline.llm.cost import Budget, check_prices, estimate_call_cost
 from pipeline.plan import CallPlan
 from pipeline.stages import CallStage, StageInputs
 
@@ -52,36 +50,28 @@ class StageStatus:
         return len(self.missing_keys)
 
 
-def reserved_estimate(spec: CallSpec, zoo: ModelZoo) -> tuple[float, str]:
-    """The upper-bound cost the client reserves for `spec`, and the model it priced.
-
-    Any model of the alias's fallback chain may answer, so the dearest one's estimate is held (the client's
-    reservation and this pre-flight estimate must agree, or the run stops far below its budget).
-    """
-    config = zoo.get(spec.alias)
-    chain = [config, *(zoo.get(fallback) for fallback in config.fallbacks)]
-    priced = [(estimate_cost(spec, cfg).usd, cfg.model) for cfg in chain]
-    return max(priced)
-
-
 def plan_call_stage(context: ExperimentContext, stage: CallStage, inputs: StageInputs) -> PlanSummary:
     """Build and save the stage's plan; estimate what its unanswered calls may cost."""
     plan = stage.plan(inputs)
+    budget = context.config.budget.max_cost_usd
+    # A model without a price would make --max-cost meaningless (its calls would count as free).
+    check_prices(sorted({call.spec.alias for call in plan.calls}), context.zoo, budget)
     plan.save(context.plan_path(stage.name))
     answered = context.store.answered_ids()
     estimate = 0.0
     priced: set[str] = set()
     for call in plan.calls:
         if call.call_id not in answered:
-            usd, model = reserved_estimate(call.spec, context.zoo)
-            estimate += usd
-            priced.add(model)
+            # The figure the client reserves (the dearest model of the fallback chain): the two must agree.
+            call_estimate = estimate_call_cost(call.spec, context.zoo)
+            estimate += call_estimate.usd
+            priced.add(call_estimate.priced_model)
     already = sum(1 for call in plan.calls if call.call_id in answered)
     return PlanSummary(
         stage.name,
         plan,
         estimate,
-        context.config.budget.max_cost_usd,
+        budget,
         already,
         run_spent_usd(context),
         tuple(sorted(priced)),

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.llm.errors import ConfigError
+from pipeline.secrets import DEFAULT_KEY_ENV, register_secret_env_names
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_FILE = REPO_ROOT / "configs" / "models.yaml"
@@ -222,12 +223,48 @@ def _override_origin(location: str, overrides: Sequence[str]) -> str | None:
     return None
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or broken YAML is a ConfigError naming the file."""
+def utf8_problem(path: Path, data: bytes | None = None) -> str:
+    """Where `path` (or its bytes `data`) stops being UTF-8, as one line: byte offset, line, the encoding to use.
+
+    '' when it is valid UTF-8. Used on the error path only (it reads the whole file).
+    """
+    raw = path.read_bytes() if data is None else data
     try:
-        text = path.read_text(encoding="utf-8")
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        # A guess for the hint only: cp1252 (Windows "ANSI", what spreadsheets save as "CSV") decodes most
+        # Western text; latin-1 decodes any byte, so it is the fallback.
+        try:
+            raw.decode("cp1252")
+            source_encoding = "cp1252"
+        except UnicodeDecodeError:
+            source_encoding = "latin-1"
+        return (
+            f"{path}: not valid UTF-8 at byte offset {exc.start} (line {line}, byte {raw[exc.start]:#04x}); "
+            f"save the file as UTF-8 (it looks like {source_encoding}: "
+            f"iconv -f {source_encoding} -t utf-8 {path.name} > {path.stem}.utf8{path.suffix})"
+        )
+    return ""
+
+
+def read_utf8_text(path: Path) -> str:
+    """The text of `path`; a missing file or one that is not UTF-8 is a ConfigError naming the file and byte."""
+    try:
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; expected a file") from None
+    try:
+        return data.decode("utf-8-sig")  # -sig: editors on Windows often start a file with a byte-order mark
+    except UnicodeDecodeError:
+        raise ConfigError(utf8_problem(path, data)) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file, one not in UTF-8 or broken YAML is a ConfigError naming the file."""
+    text = read_utf8_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -259,7 +296,15 @@ def load_model_zoo(path: Path | None = None, overrides: Iterable[str] = ()) -> M
                 cfg["api_base"] = expand_env(cfg["api_base"])
             except ConfigError as exc:
                 raise ConfigError(f"{path}: models.{alias}.api_base: {exc}") from None
-    return validate_as(ModelZoo, data, str(path), flags)
+    zoo = validate_as(ModelZoo, data, str(path), flags)
+    register_secret_env_names(key_env_names(zoo))
+    return zoo
+
+
+def key_env_names(zoo: ModelZoo) -> set[str]:
+    """Every environment variable the zoo's models read a key from (their values are scrubbed everywhere)."""
+    names = {cfg.api_key_env or DEFAULT_KEY_ENV.get(cfg.provider) for cfg in zoo.models.values()}
+    return {name for name in names if name}
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -15,13 +15,17 @@ closed the pipe, or died) it commits what it has read and exits: a response that
 
 Frames, both ways: 4-byte big-endian length + pickle. In: (group_id, records, traces) where records are
 (record_path, bytes) and traces (trace_path, line bytes). Out: (group_id, [None or an error per record],
-time.monotonic() when the commit ended).
+time.monotonic() when the commit ended, [None or an error per trace]).
+
+A write that fails (a full disk) fails its record or trace alone and is reported; it never ends the writer.
+ASSAY_STORE_FAIL_AFTER_WRITES=N (tests only) makes every file write after the first N raise ENOSPC.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import itertools
 import os
 import pickle
@@ -30,6 +34,7 @@ import struct
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 HEADER = struct.Struct("!I")
@@ -37,6 +42,30 @@ _TEMP_SEQUENCE = itertools.count()
 
 
 USE_SYNCFS = os.environ.get("ASSAY_STORE_SYNCFS", "1") != "0"
+
+# Fault injection for the full-disk tests: read at each write (an environ lookup, ~1 us), counted from the
+# moment the variable took its current value, so a test can set it, and clear it to "free space".
+_fault_state: list[Any] = [None, 0]  # [the variable's value when counting started, writes since]
+
+
+def _before_write(path: str) -> None:
+    allowed = os.environ.get("ASSAY_STORE_FAIL_AFTER_WRITES")
+    if not allowed:
+        _fault_state[:] = [None, 0]
+        return
+    if _fault_state[0] != allowed:
+        _fault_state[:] = [allowed, 0]
+    _fault_state[1] += 1
+    if _fault_state[1] > int(allowed):
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (injected: ASSAY_STORE_FAIL_AFTER_WRITES)", path)
+
+
+@dataclass(frozen=True)
+class GroupOutcome:
+    """What `commit` did: per record and per trace line, None (written) or the error."""
+
+    record_errors: list[str | None]
+    trace_errors: list[str | None]
 
 
 def _load_syncfs() -> Any:
@@ -56,13 +85,25 @@ _SYNCFS = _load_syncfs()
 def commit_group(
     root: str, records: Sequence[tuple[str, bytes]], traces: Sequence[tuple[str, bytes]] = ()
 ) -> list[str | None]:
-    """Append `traces` in order, then make `records` durable as one group. Per record: None, or the error.
+    """`commit`, reporting the records only: per record, None or the error."""
+    return commit(root, records, traces).record_errors
 
-    A record that cannot be written (its folder cannot be made, say) fails alone; a failed sync or rename
-    fails every record of the group (none is known durable) and removes the group's temp files.
+
+def commit(root: str, records: Sequence[tuple[str, bytes]], traces: Sequence[tuple[str, bytes]] = ()) -> GroupOutcome:
+    """Append `traces` in order, then make `records` durable as one group.
+
+    A record or trace line that cannot be written (a full disk, a folder that cannot be made) fails alone;
+    a failed sync or rename fails every record of the group (none is known durable) and removes the
+    group's temp files.
     """
+    trace_errors: list[str | None] = []
     for path, line in traces:
-        append_line(path, line)
+        try:
+            append_line(path, line)
+        except OSError as exc:
+            trace_errors.append(f"{type(exc).__name__}: {exc}")
+        else:
+            trace_errors.append(None)
     results: list[str | None] = []
     pending: list[tuple[int, str, str]] = []  # (index in results, temp path, record path)
     for path, payload in records:
@@ -74,7 +115,7 @@ def commit_group(
         pending.append((len(results), temp, path))
         results.append(None)
     if not pending:
-        return results
+        return GroupOutcome(results, trace_errors)
     try:
         sync(root, [temp for _, temp, _ in pending], data_only=True)
         for _, temp, path in pending:
@@ -84,7 +125,7 @@ def commit_group(
         for index, temp, _ in pending:
             _unlink(temp)
             results[index] = f"{type(exc).__name__}: {exc}"
-    return results
+    return GroupOutcome(results, trace_errors)
 
 
 def sync(root: str, paths: Iterable[str], *, data_only: bool) -> None:
@@ -119,6 +160,7 @@ def fsync_path(path: str, *, data_only: bool = False) -> None:
 
 def append_line(path: str, line: bytes) -> None:
     """Append `line` with one write() on an O_APPEND descriptor: concurrent appenders never interleave."""
+    _before_write(path)
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
     try:
         fd = os.open(path, flags, 0o644)
@@ -136,6 +178,7 @@ def write_temp(path: str, payload: bytes) -> str:
     """Write `payload` to a new temp file beside `path` (not synced) and return the temp file's path."""
     # A name unique to this process and write (no random name): concurrent writers of the same record each
     # rename their own complete file; the last rename wins, and both are valid.
+    _before_write(path)
     temp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}-{next(_TEMP_SEQUENCE)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
@@ -220,13 +263,16 @@ def serve(root: str, inbox_fd: int, outbox_fd: int) -> None:
         records = [record for _, group_records, _ in frames for record in group_records]
         traces = [trace for _, _, group_traces in frames for trace in group_traces]
 
-        results = commit_group(root, records, traces)
+        outcome = commit(root, records, traces)
         committed_at = time.monotonic()  # CLOCK_MONOTONIC: comparable with the parent's clock
         acks = bytearray()
-        start = 0
-        for group_id, group_records, _ in frames:
-            acks += encode_frame((group_id, results[start : start + len(group_records)], committed_at))
+        start = trace_start = 0
+        for group_id, group_records, group_traces in frames:
+            record_errors = outcome.record_errors[start : start + len(group_records)]
+            trace_errors = outcome.trace_errors[trace_start : trace_start + len(group_traces)]
+            acks += encode_frame((group_id, record_errors, committed_at, trace_errors))
             start += len(group_records)
+            trace_start += len(group_traces)
         _write_all(outbox_fd, bytes(acks))
 
 

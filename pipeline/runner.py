@@ -2,8 +2,9 @@
 
 The calls run on an asyncio loop in a background thread; the caller iterates outcomes in its own thread.
 That split lets an orchestrator record each finished call (a Dagster event write costs milliseconds) while
-the other calls are still on the wire. Stopping (budget exhausted, SIGINT/SIGTERM, or the consumer going
-away) means: no new calls start, calls in flight finish and are stored, then iteration ends.
+the other calls are still on the wire. Stopping (budget exhausted, a response that cannot be stored,
+SIGINT/SIGTERM, or the consumer going away) means: no new calls start, calls in flight finish and are stored
+(or kept, when the store cannot take them), then iteration ends.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.calls import CallSpec
 from pipeline.llm.client import CallResult, LLMClient
-from pipeline.llm.errors import AssayError, BudgetExceeded
+from pipeline.llm.errors import AssayError, BudgetExceeded, StoreWriteFailed
 
 if TYPE_CHECKING:
     from pipeline.worker import WarmWorker
@@ -33,6 +34,8 @@ class StopReason(StrEnum):
 
     NONE = ""
     BUDGET = "budget"
+    STORE = "store"
+    """A response could not be made durable (a full disk): nothing new starts; kept bytes are saved later."""
     SIGNAL = "signal"
     FAILURES = "failures"
 
@@ -73,7 +76,7 @@ class RunSummary:
             else:
                 self.sent += 1
                 self.spent_usd += outcome.result.cost_usd
-        elif outcome.error_type == "BudgetExceeded":
+        elif outcome.error_type in ("BudgetExceeded", "StoreUnavailable"):
             self.not_started += 1
         else:
             self.failed += 1
@@ -149,6 +152,11 @@ class CallRunner:
                 summary.stopped_by = summary.stopped_by or StopReason.BUDGET
                 stop.set()
                 outcomes.put(CallOutcome(spec.call_id, None, str(exc), "BudgetExceeded"))
+            except StoreWriteFailed as exc:
+                # Like a budget stop: nothing new starts, calls in flight finish (their bytes are kept too).
+                summary.stopped_by = summary.stopped_by or StopReason.STORE
+                stop.set()
+                outcomes.put(CallOutcome(spec.call_id, None, str(exc), type(exc).__name__))
             except AssayError as exc:
                 outcomes.put(CallOutcome(spec.call_id, None, str(exc), type(exc).__name__))
             except Exception as exc:  # noqa: BLE001 - one broken call must not sink the calls in flight

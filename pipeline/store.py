@@ -21,11 +21,11 @@ exactly as returned (they are the archive); a provider never echoes the caller's
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -36,41 +36,14 @@ from typing import Any
 
 from pipeline.calls import CallSpec, canonical_json, diff_output_fields
 from pipeline.group_commit import append_line, fsync_path, write_temp
+from pipeline.llm.errors import AssayError
+from pipeline.secrets import scrub_secrets as scrub_secrets  # re-exported: callers import it from here
+from pipeline.secrets import scrub_with
+from pipeline.secrets import secret_env_values as secret_env_values
 
 log = logging.getLogger(__name__)
 
 RECORD_FORMAT_VERSION = 1
-
-# Shapes of provider keys; anything matching is replaced before it reaches disk. The lookbehind keeps
-# words like "disk-usage-monitor" or "task-12345678" intact: a key starts where a word starts.
-_KEY_PATTERNS = re.compile(
-    r"(?<![A-Za-z0-9])"
-    r"(sk-ant-[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9_-]{8,}|AIza[0-9A-Za-z_-]{20,}|(?i:bearer)\s+[A-Za-z0-9._-]{8,})"
-)
-_KEY_ENV_HINTS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-
-
-def scrub_secrets(text: str) -> str:
-    """Remove API keys from `text`: known key shapes, and the values of key-like environment variables."""
-    return _scrub(text, secret_env_values()) if text else text
-
-
-def secret_env_values() -> list[tuple[str, str]]:
-    """(name, value) of every environment variable that looks like it holds a key (KEY, TOKEN, ...)."""
-    # Read at call time (keys may be set after import); a pass over os.environ costs ~50 us, so callers
-    # scrubbing several strings take it once.
-    return [
-        (name, value)
-        for name, value in os.environ.items()
-        if len(value) >= 8 and any(hint in name.upper() for hint in _KEY_ENV_HINTS)
-    ]
-
-
-def _scrub(text: str, secrets: list[tuple[str, str]]) -> str:
-    for name, value in secrets:
-        if value in text:
-            text = text.replace(value, f"<{name} redacted>")
-    return _KEY_PATTERNS.sub("<redacted>", text)
 
 
 def utc_now() -> str:
@@ -117,10 +90,15 @@ class StoredResponse:
         return {**body, "checksum": _checksum(body)}
 
     def _body(self) -> dict[str, Any]:
+        request = self.request
+        api_base = request.get("api_base")
+        if isinstance(api_base, str):
+            # An endpoint may carry a key in its query string (?key=...); the call_id keeps the real one.
+            request = {**request, "api_base": _scrubbed_api_base(api_base)}
         return {
             "format_version": self.format_version,
             "call_id": self.call_id,
-            "request": self.request,
+            "request": request,
             "text": self.text,
             "raw_response": self.raw_response,
             "usage": self.usage,
@@ -138,6 +116,10 @@ class StoredResponse:
     def from_json_dict(cls, data: dict[str, Any]) -> StoredResponse:
         """Parse a record; raises CorruptRecord if the checksum or the shape is wrong."""
         data = dict(data)
+        version = data.get("format_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > RECORD_FORMAT_VERSION:
+            # Checked before the checksum: a newer format may checksum differently, and it is not corrupt.
+            raise StoreFormatTooNew("(record)", version)
         checksum = data.pop("checksum", None)
         if checksum != _checksum(data):
             raise CorruptRecord(f"checksum mismatch (stored {checksum!r})")
@@ -182,6 +164,26 @@ class _RecordCache:
 
 class CorruptRecord(Exception):
     """A stored record failed its checksum or does not parse; it is treated as a miss."""
+
+
+class StoreFormatTooNew(AssayError):
+    """A stored record was written by a newer Assay (a higher format_version): it is left alone, never reused
+    as if corrupt (quarantining it would make this Assay pay for the call again)."""
+
+    def __init__(self, path: str, version: int) -> None:
+        super().__init__(
+            f"{path}: record format_version {version} was written by a newer Assay; this Assay reads "
+            f"format_version {RECORD_FORMAT_VERSION}. Upgrade Assay (pip install -U assay, or git pull) to use "
+            "this store; the record was left in place"
+        )
+        self.path = path
+        self.version = version
+
+
+@functools.lru_cache(maxsize=64)
+def _scrubbed_api_base(api_base: str) -> str:
+    # Cached: a run has a handful of endpoints and writes thousands of records.
+    return scrub_with(api_base, secret_env_values())
 
 
 def _checksum(body: dict[str, Any]) -> str:
@@ -246,6 +248,8 @@ class ResponseStore:
     def get(self, call_id: str) -> StoredResponse | None:
         """The record of `call_id`, or None if absent or corrupt (a corrupt one is reported and quarantined).
 
+        Raises StoreFormatTooNew for a record written by a newer Assay (it stays where it is).
+
         The stages of a run read each record several times (status, extraction, evaluation, report); a
         record this process has verified is reused while its file is unchanged (same mtime and size).
         """
@@ -263,6 +267,8 @@ class ResponseStore:
             return None
         try:
             record = StoredResponse.from_json_dict(json.loads(raw))
+        except StoreFormatTooNew as exc:
+            raise StoreFormatTooNew(str(path), exc.version) from None
         except (CorruptRecord, json.JSONDecodeError, UnicodeDecodeError) as exc:
             self._quarantine(path, call_id, str(exc))
             return None
@@ -342,7 +348,7 @@ class ResponseStore:
     @staticmethod
     def trace_line(call_id: str, event: dict[str, Any], secrets: list[tuple[str, str]]) -> bytes:
         """One trace line: the event with a timestamp, its text fields scrubbed of `secrets` and key shapes."""
-        clean = {key: _scrub(value, secrets) if isinstance(value, str) else value for key, value in event.items()}
+        clean = {key: _scrub_value(value, secrets) for key, value in event.items()}
         return (json.dumps({"call_id": call_id, "at": utc_now(), **clean}, ensure_ascii=False) + "\n").encode("utf-8")
 
     def read_trace(self, call_id: str) -> list[dict[str, Any]]:
@@ -369,6 +375,17 @@ class ResponseStore:
         if best is None:
             return MissExplanation(spec.call_id, False, None, (), candidates)
         return MissExplanation(spec.call_id, False, best[1], tuple(best[2]), candidates)
+
+
+def _scrub_value(value: Any, secrets: list[tuple[str, str]]) -> Any:
+    # Nested too: a provider's error body may arrive as a dict or a list of details.
+    if isinstance(value, str):
+        return scrub_with(value, secrets)
+    if isinstance(value, dict):
+        return {key: _scrub_value(item, secrets) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_value(item, secrets) for item in value]
+    return value
 
 
 _RECORDS = _RecordCache(capacity=20_000)  # ~5 KB each: at most ~100 MB, and only in processes that read many

@@ -14,6 +14,11 @@ writer commits every frame already in its pipe together (two syncs for all). A r
 when its group is durable. If the writer dies or cannot start, the records it had not acknowledged are
 written here instead (the bytes are kept until acknowledged), so a response is never lost to it.
 ASSAY_STORE_WRITER=thread commits in a thread of this process instead (no child process).
+
+A write that fails (ENOSPC: a full disk) does not lose the paid response: its bytes are kept in memory and,
+when ASSAY_STORE_SPILL_DIR names a folder (best on another disk), copied there at once; the record's
+`write` raises StoreWriteFailed naming the full file system and what to free. `close` tries the kept bytes
+once more; the next LLMClient stores spilled ones before anything else (pipeline/store_spill.py).
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import group_commit
-from pipeline.group_commit import FrameReader, commit_group, encode_frame
+from pipeline.group_commit import FrameReader, commit, encode_frame
+from pipeline.llm.errors import StoreWriteFailed
 from pipeline.store import ResponseStore, StoredResponse, record_bytes, secret_env_values
+from pipeline.store_spill import full_disk_message, spill, spill_dir
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,11 @@ class StoreWriter:
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._thread: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.kept: dict[str, bytes] = {}
+        """Record bytes that could not be written, by record path (kept until written or spilled)."""
+        self.kept_traces: list[tuple[str, bytes]] = []
+        """Trace lines that could not be written, in order."""
+        self.spilled_to: Path | None = None
 
     # -- public ---------------------------------------------------------------------------------------
     async def write(self, record: StoredResponse) -> Path:
@@ -109,7 +121,11 @@ class StoreWriter:
         await waiter
 
     def close(self) -> None:
-        """Let the writer finish what it has and stop it. Call once no write is outstanding."""
+        """Let the writer finish what it has and stop it. Call once no write is outstanding.
+
+        Bytes kept after a failed write are tried once more here (space may have been freed meanwhile);
+        what still fails stays in the spill folder, or is reported lost when there is none.
+        """
         self._detach()  # while self._child is set: it names the pipe to stop watching
         child, self._child = self._child, None
         if child is not None:
@@ -124,6 +140,30 @@ class StoreWriter:
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None
+        self._retry_kept()
+
+    def _retry_kept(self) -> None:
+        if not self.kept and not self.kept_traces:
+            return
+        records, traces = list(self.kept.items()), list(self.kept_traces)
+        outcome = commit(str(self.store.root), records, traces)
+        written = [path for (path, _), error in zip(records, outcome.record_errors, strict=True) if error is None]
+        written_traces = [path for (path, _), error in zip(traces, outcome.trace_errors, strict=True) if not error]
+        for path in written:
+            del self.kept[path]
+        self.kept_traces = [trace for trace, error in zip(traces, outcome.trace_errors, strict=True) if error]
+        if self.spilled_to is not None:
+            # Stored after all: the spilled copies must not be appended (traces) or counted again next run.
+            for path in [*written, *({*written_traces} - {trace_path for trace_path, _ in self.kept_traces})]:
+                with contextlib.suppress(OSError):
+                    (self.spilled_to / os.path.relpath(path, self.store.root)).unlink()
+        if self.kept and self.spilled_to is None:
+            log.error(
+                "%d paid responses could not be stored under %s and are lost with this process: set "
+                "ASSAY_STORE_SPILL_DIR to a folder on another disk to keep them next time",
+                len(self.kept),
+                self.store.root,
+            )
 
     # -- sending --------------------------------------------------------------------------------------
     def _busy(self) -> bool:
@@ -229,12 +269,13 @@ class StoreWriter:
 
     def _drain_acks(self, acks: FrameReader) -> None:
         while (frame := acks.take()) is not None:
-            group_id, errors, committed_at = frame
-            entries, _ = self._in_flight.pop(group_id)
+            group_id, errors, committed_at, trace_errors = frame
+            entries, traces = self._in_flight.pop(group_id)
             if self.durable_listener is not None:
-                self.durable_listener([entry.path for entry in entries], committed_at)
-            for entry, error in zip(entries, errors, strict=True):
-                _settle(entry, error)
+                self.durable_listener(
+                    [entry.path for entry, error in zip(entries, errors, strict=True) if error is None], committed_at
+                )
+            self._settle_group(entries, errors, traces, trace_errors)
         self._wake_if_idle()
 
     def _exit_code(self) -> int | None:
@@ -277,14 +318,63 @@ class StoreWriter:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="assay-store-commit")
         records = [(entry.path, entry.payload) for entry in entries]
         try:
-            errors = await loop.run_in_executor(self._thread, commit_group, str(self.store.root), records, traces)
-        except Exception as exc:  # noqa: BLE001 - e.g. a trace folder that cannot be made: fails the group
+            outcome = await loop.run_in_executor(self._thread, commit, str(self.store.root), records, traces)
+            errors, trace_errors = outcome.record_errors, outcome.trace_errors
+        except Exception as exc:  # noqa: BLE001 - an unexpected failure fails the whole group
             errors = [f"{type(exc).__name__}: {exc}"] * len(entries)
+            trace_errors = [errors[0] if errors else str(exc)] * len(traces)
         finally:
             self._in_flight.pop(group_id, None)
-        for entry, error in zip(entries, errors, strict=True):
-            _settle(entry, error)
+        self._settle_group(entries, errors, traces, trace_errors)
         self._wake_if_idle()
+
+    def _settle_group(
+        self,
+        entries: list[_Entry],
+        errors: list[str | None],
+        traces: list[tuple[str, bytes]],
+        trace_errors: list[str | None],
+    ) -> None:
+        failed = [(entry, error) for entry, error in zip(entries, errors, strict=True) if error is not None]
+        lost_traces = [trace for trace, error in zip(traces, trace_errors, strict=True) if error is not None]
+        first_error = next((error for _, error in failed), None) or next((e for e in trace_errors if e), None)
+        message = ""
+        if first_error is not None:
+            # Nothing paid for is lost: keep the bytes here, and in the spill folder when there is one.
+            for entry, _ in failed:
+                self.kept[entry.path] = entry.payload
+            self.kept_traces.extend(lost_traces)
+            self._spill([(entry.path, entry.payload) for entry, _ in failed], lost_traces)
+            message = full_disk_message(self.store.root, first_error, len(self.kept), self.spilled_to)
+            log.error("%s", message)
+        for entry, error in zip(entries, errors, strict=True):
+            if entry.future.done():  # its caller was cancelled; the record is on disk (or kept) regardless
+                continue
+            if error is None:
+                entry.future.set_result(Path(entry.path))
+            else:
+                kept_in = str(self.spilled_to) if self.spilled_to is not None else "memory"
+                entry.future.set_exception(StoreWriteFailed(message, kept_in=kept_in))
+
+    def keep_trace(self, path: str, line: bytes, error: str) -> StoreWriteFailed:
+        """Keep a trace line the caller could not append itself; the error to raise about it."""
+        self.kept_traces.append((path, line))
+        self._spill([], [(path, line)])
+        return StoreWriteFailed(
+            full_disk_message(self.store.root, error, len(self.kept), self.spilled_to),
+            kept_in=str(self.spilled_to or "memory"),
+        )
+
+    def _spill(self, records: list[tuple[str, bytes]], traces: list[tuple[str, bytes]]) -> None:
+        folder = spill_dir()
+        if folder is None or (not records and not traces):
+            return
+        try:
+            spill(self.store.root, folder, records, traces)
+        except OSError as exc:
+            log.error("cannot spill unwritten responses to %s (%s); they are kept in memory only", folder, exc)
+            return
+        self.spilled_to = folder
 
     def _wake_if_idle(self) -> None:
         if self._busy():
@@ -298,15 +388,6 @@ class StoreWriter:
 def _close_quietly(stream: Any) -> None:
     with contextlib.suppress(OSError):
         stream.close()
-
-
-def _settle(entry: _Entry, error: str | None) -> None:
-    if entry.future.done():  # its caller was cancelled; the record is on disk regardless
-        return
-    if error is None:
-        entry.future.set_result(Path(entry.path))
-    else:
-        entry.future.set_exception(OSError(f"could not store {entry.path}: {error}"))
 
 
 __all__ = ["StoreWriter"]

@@ -186,6 +186,17 @@ def test_not_json_fault(server: FakeServer) -> None:
     assert response.text == "<html>oops</html>"
 
 
+def test_echo_key_fault_quotes_the_url_and_the_key_headers(server: FakeServer) -> None:
+    server.inject("echo_key")
+    body = {"model": "fake-model", "messages": msgs("e")}
+    response = HTTP.post(
+        f"{server.base_url}?key=query-secret", json=body, headers={"Authorization": "Bearer header-secret"}, timeout=5
+    )
+    assert response.status_code == 502
+    message = response.json()["error"]["message"]
+    assert "key=query-secret" in message and "Bearer header-secret" in message
+
+
 def test_ignore_format_fault_answers_prose(server: FakeServer) -> None:
     schema = {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}
     fmt = {"type": "json_schema", "json_schema": {"name": "X", "schema": schema}}
@@ -231,7 +242,7 @@ def test_inject_rejects_unknown_kind(server: FakeServer) -> None:
 
 
 def test_every_fault_kind_is_covered() -> None:
-    tested = {"429", "500", "503", "400", "401", "hang", "not_json", "ignore_format"}
+    tested = {"429", "500", "503", "400", "401", "hang", "not_json", "ignore_format", "echo_key"}
     assert set(FAULT_KINDS) == tested
 
 

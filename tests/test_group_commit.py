@@ -71,7 +71,7 @@ def _writer(root: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _acks(child: subprocess.Popen[bytes], count: int) -> list[tuple[int, list[str | None], float]]:
+def _acks(child: subprocess.Popen[bytes], count: int) -> list[tuple[int, list[str | None], float, list[str | None]]]:
     assert child.stdout is not None
     reader = FrameReader(child.stdout.fileno())
     acks = []
@@ -93,8 +93,8 @@ def test_writer_process_acknowledges_each_group_after_it_is_durable(store: Respo
     child.stdin.write(encode_frame((7, records[:4], [])) + encode_frame((8, records[4:], [])))
     child.stdin.flush()
     acks = _acks(child, 2)
-    assert [(group_id, errors) for group_id, errors, _ in acks] == [(7, [None] * 4), (8, [None] * 2)]
-    assert all(sent_at <= committed_at <= time.monotonic() for _, _, committed_at in acks)
+    assert [(group_id, errors) for group_id, errors, _, _ in acks] == [(7, [None] * 4), (8, [None] * 2)]
+    assert all(sent_at <= committed_at <= time.monotonic() for _, _, committed_at, _ in acks)
     assert len(store.stored_ids()) == 6  # on disk once acknowledged
     child.stdin.close()
     assert child.wait(timeout=10) == 0  # EOF: it exits by itself

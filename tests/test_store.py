@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.calls import CallSpec
 from pipeline.llm.client import LLMClient
-from pipeline.store import RECORD_FORMAT_VERSION, ResponseStore, StoredResponse
+from pipeline.store import RECORD_FORMAT_VERSION, ResponseStore, StoredResponse, StoreFormatTooNew
 from tests.conftest import msgs, run
 from tests.fakes.openai_server import FakeOpenAIServer
 
@@ -117,12 +117,33 @@ def test_corrupt_record_is_a_quarantined_and_reported_miss(
     assert store.corrupt_seen == [spec.call_id]
 
 
-def test_record_of_another_format_version_is_a_miss(store: ResponseStore) -> None:
+def test_record_of_an_older_format_version_is_a_miss(store: ResponseStore) -> None:
     spec = make_spec()
-    record = dataclasses.replace(make_record(spec), format_version=RECORD_FORMAT_VERSION + 1)
+    record = dataclasses.replace(make_record(spec), format_version=RECORD_FORMAT_VERSION - 1)
     store.put(record)  # a correct checksum, but a format this code does not read
     assert store.get(spec.call_id) is None
     assert store.corrupt_seen == [spec.call_id]
+
+
+def test_record_of_a_newer_format_version_is_refused_in_place_and_never_paid_again(
+    client: LLMClient, store: ResponseStore, server: FakeOpenAIServer
+) -> None:
+    messages = msgs("written by a newer assay")
+    spec = client.spec_for("fake", messages)
+    newer = dataclasses.replace(make_record(spec), format_version=RECORD_FORMAT_VERSION + 1)
+    path = store.put(newer)
+    content = path.read_bytes()
+    with pytest.raises(StoreFormatTooNew) as info:
+        store.get(spec.call_id)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+    assert f"format_version {RECORD_FORMAT_VERSION + 1}" in message
+    assert f"reads format_version {RECORD_FORMAT_VERSION}" in message and "Upgrade Assay" in message
+    with pytest.raises(StoreFormatTooNew):
+        run(client.complete(spec))  # refused: not treated as a miss, so not sent again
+    assert server.count(messages) == 0
+    assert path.read_bytes() == content  # never moved, never rewritten
+    assert not store.quarantine_dir.exists() and store.corrupt_seen == []
 
 
 def test_corrupt_record_is_sent_again_by_the_client(

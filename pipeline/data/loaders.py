@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import REPO_ROOT, DatasetConfig
+from pipeline.config import REPO_ROOT, DatasetConfig, utf8_problem
 from pipeline.llm.errors import ConfigError
 
 
@@ -107,21 +107,52 @@ def sample_items(item_set: ItemSet, config: DatasetConfig) -> ItemSet:
     return ItemSet(items, item_set.errors, item_set.source)
 
 
+CSV_FIELD_LIMIT = 16 * 1024 * 1024
+"""Largest CSV cell read (16 MiB, ~4 million tokens: more than any model's context). The csv module's
+default, 128 KiB, rejects long documents that are fine to send; a cell larger than this is almost always an
+unclosed quote that swallowed the rest of the file."""
+
+
+def raise_csv_field_limit() -> None:
+    """Let the csv module read cells up to CSV_FIELD_LIMIT (a process-wide setting of the csv module)."""
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+
+
 def _csv_rows(path: Path) -> Iterable[tuple[int, Mapping[str, Any] | str]]:
+    raise_csv_field_limit()
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        for row in reader:
-            yield reader.line_num, row
+        last_line = 1  # the header's
+        try:
+            for row in reader:
+                yield reader.line_num, row
+                last_line = reader.line_num
+        except UnicodeDecodeError:
+            raise ConfigError(utf8_problem(path)) from None
+        except csv.Error as exc:
+            hint = (
+                f"a cell is over {CSV_FIELD_LIMIT:,} bytes, usually a double quote that is never closed and "
+                "swallowed the lines after it: close it (or double it inside a field); for really large "
+                "texts use the jsonl loader"
+                if "field limit" in str(exc)
+                else "fix the row's quoting"
+            )
+            raise ConfigError(
+                f"{path}: the row starting on line {last_line + 1} is not readable CSV ({exc}); {hint}"
+            ) from None
 
 
 def _jsonl_rows(path: Path) -> Iterable[tuple[int, Mapping[str, Any] | str]]:
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                yield number, line
-                continue
-            yield number, value if isinstance(value, dict) else line
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError:
+                    yield number, line
+                    continue
+                yield number, value if isinstance(value, dict) else line
+        except UnicodeDecodeError:
+            raise ConfigError(utf8_problem(path)) from None

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.data.loaders import raise_csv_field_limit
 from pipeline.data.taxonomy import Taxonomy, TaxonomyPair
 
 __all__ = [
@@ -147,10 +148,12 @@ def load_products_csv(path: str | Path) -> ProductLoad:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ProductInputError(
-            f"{source} line {line}: the file is not valid UTF-8 (byte {data[exc.start]:#04x}); "
-            "re-save it as UTF-8 (in a spreadsheet: 'CSV UTF-8')"
+            f"{source} line {line}: the file is not valid UTF-8 (byte {data[exc.start]:#04x} at offset "
+            f"{exc.start}); re-save it as UTF-8 (in a spreadsheet: 'CSV UTF-8'; from the shell: "
+            f"iconv -f cp1252 -t utf-8)"
         ) from None
 
+    raise_csv_field_limit()
     lines = _split_lines(text)
     # strict: a quote left open at the end of the file, or text after a closing quote, is an error
     # instead of being silently glued into one giant field.

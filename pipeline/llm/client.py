@@ -20,28 +20,23 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from pipeline.calls import CallSpec
 from pipeline.config import ModelConfig, ModelZoo
-from pipeline.llm.cost import Budget, Usage, actual_cost, count_prompt_tokens, estimate_cost
+from pipeline.llm.cost import Budget, Usage, actual_cost, count_prompt_tokens, estimate_call_cost, estimate_cost
 from pipeline.llm.errors import (
     FatalProviderError,
     MissingCredentials,
     ProviderError,
     RateLimited,
+    StoreUnavailable,
+    StoreWriteFailed,
     TransientProviderError,
 )
 from pipeline.llm.limits import AdaptiveLimiter
 from pipeline.llm.retry import RetryPolicy, classify
-from pipeline.store import ResponseStore, StoredResponse, scrub_secrets, utc_now
+from pipeline.secrets import DEFAULT_KEY_ENV, scrub_secrets, secret_env_values
+from pipeline.store import ResponseStore, StoredResponse, utc_now
+from pipeline.store_spill import recover_spilled
 from pipeline.store_writer import StoreWriter
 
-# Where each provider's key lives when the zoo does not say (litellm's own conventions).
-DEFAULT_KEY_ENV = {
-    "openai": "OPENAI_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "gemini": "GEMINI_API_KEY",
-    "mistral": "MISTRAL_API_KEY",
-    "groq": "GROQ_API_KEY",
-    "together_ai": "TOGETHERAI_API_KEY",
-}
 NO_KEY = "assay-no-key"  # OpenAI-compatible clients insist on some key even for keyless servers
 
 
@@ -132,6 +127,10 @@ class LLMClient:
         self._limiters: dict[tuple[int, str, str | None], AdaptiveLimiter] = {}
         # Responses (and success traces) are group-committed by a writer process: pipeline/store_writer.py.
         self._writer = StoreWriter(store)
+        # Set at the first response that could not be stored (a full disk): no call is sent after it.
+        self.store_failure: StoreWriteFailed | None = None
+        # Responses kept from an earlier run that could not store them come first: none is paid for twice.
+        self.recovered = recover_spilled(store)
         self._in_flight: dict[tuple[int, str], asyncio.Future[StoredResponse]] = {}
 
     # -- public ---------------------------------------------------------------------------------------
@@ -187,6 +186,8 @@ class LLMClient:
         return CallResult.from_record(record, from_store=not fresh)
 
     async def _send_and_store(self, spec: CallSpec) -> tuple[StoredResponse, bool]:
+        if self.store_failure is not None:
+            raise StoreUnavailable(f"not sent: {self.store_failure}", kept_in=self.store_failure.kept_in)
         config = self.zoo.get(spec.alias)
         key = resolve_key(spec.alias, config, self.environ)  # fail before reserving anything
         # Any model of the fallback chain may end up answering, so hold the dearest one's estimate:
@@ -198,7 +199,8 @@ class LLMClient:
             reservation = self.budget.reserve(0.0)
         else:
             counted = count_prompt_tokens(spec)
-            reservation = self.budget.reserve(max(estimate_cost(spec, cfg, counted).usd for cfg in chain))
+            # The same function the plan prices calls with: pre-flight and the live stop agree.
+            reservation = self.budget.reserve(estimate_call_cost(spec, self.zoo, counted).usd)
         actual: float | None = None
         try:
             record, fresh = await self._call_with_fallbacks(spec, config, key, counted)
@@ -211,6 +213,10 @@ class LLMClient:
                 # A fallback answered: its record is stored as its own call (a later run of the fallback
                 # alias is served it); the planned call points at it until its own model answers.
                 self.store.put_substitute(spec.call_id, record.call_id, record.alias_used)
+        except StoreWriteFailed as exc:
+            self.store_failure = self.store_failure or exc
+            await self._writer.flush()
+            raise
         except Exception:
             # A queued success trace (the record then failed to write) must be on disk when this raises.
             await self._writer.flush()
@@ -390,7 +396,12 @@ class LLMClient:
             # A success is written with its record's group commit (ahead of the record), not on its own.
             self._writer.trace(spec.call_id, event)
         else:
-            self.store.append_trace(spec.call_id, event)  # on disk at once: the call may be about to fail
+            try:
+                self.store.append_trace(spec.call_id, event)  # on disk at once: the call may be about to fail
+            except OSError as exc:
+                line = self.store.trace_line(spec.call_id, event, secret_env_values())
+                failure = self._writer.keep_trace(str(self.store.trace_path(spec.call_id)), line, str(exc))
+                self.store_failure = self.store_failure or failure
 
 
 def spec_for_alias(spec: CallSpec, alias: str, config: ModelConfig) -> CallSpec:
@@ -418,4 +429,4 @@ def _raw_of(response: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {"value": raw}
 
 
-__all__ = ["CallResult", "FatalProviderError", "LLMClient", "resolve_key"]
+__all__ = ["DEFAULT_KEY_ENV", "CallResult", "FatalProviderError", "LLMClient", "resolve_key"]

@@ -15,13 +15,14 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from pipeline.calls import CallSpec
-from pipeline.config import ModelConfig
+from pipeline.config import ModelConfig, ModelZoo
 from pipeline.llm.errors import BudgetExceeded, ConfigError
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,8 @@ def count_prompt_tokens(spec: CallSpec) -> tuple[int, str]:
     return tokens + TOKENS_PER_MESSAGE * len(spec.messages) + 3, method
 
 
-def price_per_token(config: ModelConfig) -> tuple[float, float]:
-    """USD per prompt token and per completion token: the zoo's price, else litellm's table, else 0."""
+def known_price(config: ModelConfig) -> tuple[float, float] | None:
+    """USD per prompt token and per completion token: the zoo's price, else litellm's table, else None."""
     if config.price is not None:
         return config.price.input_per_mtok / 1e6, config.price.output_per_mtok / 1e6
     try:
@@ -115,10 +116,98 @@ def price_per_token(config: ModelConfig) -> tuple[float, float]:
         prompt_cost, completion_cost = litellm.cost_per_token(
             model=config.model, prompt_tokens=1_000_000, completion_tokens=1_000_000
         )
-        return prompt_cost / 1e6, completion_cost / 1e6
     except Exception:  # noqa: BLE001 - litellm raises plain Exception for unmapped models
+        return None
+    return prompt_cost / 1e6, completion_cost / 1e6
+
+
+def price_per_token(config: ModelConfig) -> tuple[float, float]:
+    """USD per prompt token and per completion token: the zoo's price, else litellm's table, else 0."""
+    price = known_price(config)
+    if price is None:
         log.warning("no price known for %s: cost counted as 0 (set price: in configs/models.yaml)", config.model)
         return 0.0, 0.0
+    return price
+
+
+def check_prices(aliases: Iterable[str], zoo: ModelZoo, budget_usd: float | None) -> None:
+    """Refuse a budgeted run on a model without a known price: its calls would count as free.
+
+    Every alias and every fallback it may fall back to is checked (a fallback answers, and is billed, too).
+    Nothing is checked without a budget. `local` and `fake` carry explicit prices in configs/models.yaml.
+    Raises ConfigError naming the `--set` flags that give the missing prices.
+    """
+    if budget_usd is None:
+        return
+    unpriced: list[str] = []
+    for alias in aliases:
+        for name in (alias, *zoo.get(alias).fallbacks):
+            if name not in unpriced and known_price(zoo.get(name)) is None:
+                unpriced.append(name)
+    if unpriced:
+        flags = " ".join(
+            f"--set models.{name}.price.input_per_mtok=... --set models.{name}.price.output_per_mtok=..."
+            for name in unpriced
+        )
+        models = ", ".join(f"{name} ({zoo.get(name).model})" for name in unpriced)
+        raise ConfigError(
+            f"--max-cost ${budget_usd:.2f} cannot be enforced: no price is known for {models}, so its calls "
+            f"would count as free; give the price in USD per million tokens: {flags} "
+            "(or a price: entry in configs/models.yaml), or run without --max-cost"
+        )
+
+
+@dataclass(frozen=True)
+class CallEstimate:
+    """What the budget holds for one call before it is sent: the dearest model of its fallback chain.
+
+    Attributes:
+        usd: upper-bound cost (prompt tokens + the call's full max_tokens at the priced model's rates).
+        priced_alias / priced_model: the alias (and litellm id) whose price gave `usd`.
+        prompt_tokens, max_output_tokens, method: as in CostEstimate.
+        chain: the aliases that may answer, in the order they are tried.
+    """
+
+    usd: float
+    priced_alias: str
+    priced_model: str
+    prompt_tokens: int
+    max_output_tokens: int
+    method: str
+    chain: tuple[str, ...]
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt tokens plus the most output tokens the call may produce."""
+        return self.prompt_tokens + self.max_output_tokens
+
+
+def estimate_call_cost(spec: CallSpec, zoo: ModelZoo, counted: tuple[int, str] | None = None) -> CallEstimate:
+    """The estimate the client reserves for `spec` (and the plan should add up): the dearest of its chain.
+
+    Any model of the alias's fallback chain may end up answering, so the client holds the dearest one's
+    estimate; a plan that priced only the primary would pass pre-flight and then stop "out of budget" far
+    below the limit. The first alias wins a tie. `counted` as in `estimate_cost`.
+    """
+    counted = counted if counted is not None else count_prompt_tokens(spec)
+    chain = (spec.alias, *zoo.get(spec.alias).fallbacks)
+    best: tuple[str, ModelConfig, CostEstimate] | None = None
+    for alias in chain:
+        config = zoo.get(alias)
+        estimate = estimate_cost(spec, config, counted)
+        if best is None or estimate.usd > best[2].usd:
+            best = (alias, config, estimate)
+    assert best is not None
+    alias, config, estimate = best
+    return CallEstimate(
+        usd=estimate.usd,
+        priced_alias=alias,
+        priced_model=config.model,
+        prompt_tokens=estimate.prompt_tokens,
+        max_output_tokens=estimate.max_output_tokens,
+        method=estimate.method,
+        chain=chain,
+    )
 
 
 def estimate_cost(spec: CallSpec, config: ModelConfig, counted: tuple[int, str] | None = None) -> CostEstimate:

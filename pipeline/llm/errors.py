@@ -67,3 +67,20 @@ class BudgetExceeded(AssayError):
         self.spent_usd = spent_usd
         self.budget_usd = budget_usd
         self.next_estimate_usd = next_estimate_usd
+
+
+class StoreWriteFailed(AssayError):
+    """A paid response could not be made durable (a full disk, say). The run stops starting calls; the bytes
+    are kept (in memory, and in ASSAY_STORE_SPILL_DIR when set) and stored first by the next run.
+
+    Attributes:
+        kept_in: where the unwritten bytes are kept ("memory" or the spill folder).
+    """
+
+    def __init__(self, message: str, *, kept_in: str = "memory") -> None:
+        super().__init__(message)
+        self.kept_in = kept_in
+
+
+class StoreUnavailable(StoreWriteFailed):
+    """A call not sent because an earlier response of this client could not be stored (nothing was paid)."""

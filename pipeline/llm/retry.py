@@ -18,6 +18,7 @@ from pipeline.llm.errors import (
     RateLimited,
     TransientProviderError,
 )
+from pipeline.secrets import scrub_secrets
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,10 @@ def classify(exc: BaseException, *, model: str, key_env: str | None) -> Provider
     import litellm
 
     status = getattr(exc, "status_code", None)
-    message = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+    # Scrubbed before it is cut: a provider may echo the request (its Authorization header, the URL with a
+    # ?key=) in its error body, and this message goes to traces, logs and run folders.
+    text = scrub_secrets(str(exc))
+    message = text.splitlines()[0][:500] if text else type(exc).__name__
     detail = f"{model}: {type(exc).__name__}: {message}"
     if isinstance(exc, ProviderError):
         return exc

@@ -2,7 +2,8 @@
 
 Tests and benchmarks point litellm at it with ``model="openai/<anything>"`` and
 ``api_base=server.base_url``. It counts every request per prompt, injects faults on demand
-(429 with Retry-After, 5xx, 400/401, hangs, non-JSON bodies, ignored ``response_format``),
+(429 with Retry-After, 5xx, 400/401, hangs, non-JSON bodies, ignored ``response_format``, a 502
+whose body echoes the request's URL and key headers: ``echo_key``),
 adds a fixed latency, and answers deterministically: with ``response_format`` of type
 ``json_schema`` the content is a valid instance of the schema.
 
@@ -53,7 +54,17 @@ from aiohttp import web
 Responder = Callable[[dict[str, Any]], str | Awaitable[str]]
 """Makes the assistant message content from the request body (a dict parsed from JSON)."""
 
-FAULT_KINDS: tuple[str, ...] = ("429", "500", "503", "400", "401", "hang", "not_json", "ignore_format")
+FAULT_KINDS: tuple[str, ...] = (
+    "429",
+    "500",
+    "503",
+    "400",
+    "401",
+    "hang",
+    "not_json",
+    "ignore_format",
+    "echo_key",
+)
 """Every fault kind that ``inject`` and ``POST /_faults`` accept."""
 
 HANG_CAP_S = 600.0
@@ -454,6 +465,10 @@ class _FakeApp:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/chat/completions", self.chat)
+        # An api_base with a query string (".../v1?key=..."): the OpenAI SDK appends its path after the query,
+        # so the request arrives at /v1 with the path inside the query. Answer it like a chat request.
+        app.router.add_post("/v1", self.chat)
+        app.router.add_post("/v1/", self.chat)
         app.router.add_get("/_stats", self.stats)
         app.router.add_post("/_faults", self.faults)
         app.router.add_post("/_reset", self.reset)
@@ -577,6 +592,15 @@ class _FakeApp:
             return _error_response(
                 401, "Incorrect API key provided (fake).", "invalid_request_error", "invalid_api_key"
             )
+        if fault.kind == "echo_key":
+            # Some providers quote the request back in a 5xx body: the Authorization header, the URL and its
+            # query string (an api_base with ?key=...). A transient error, so it is retried and traced.
+            echoed = (
+                f"upstream failed for {request.method} {request.url} "
+                f"(Authorization: {request.headers.get('Authorization', '')}; "
+                f"x-api-key: {request.headers.get('x-api-key', '')}; api-key: {request.headers.get('api-key', '')})"
+            )
+            return _error_response(502, f"Bad gateway (fake): {echoed}", "server_error", None)
         if fault.kind == "not_json":
             return web.Response(status=200, text="<html>oops</html>", content_type="text/html")
         # "hang": the runner cancels this handler when the client disconnects; the polling below
