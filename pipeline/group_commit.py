@@ -18,7 +18,8 @@ Frames, both ways: 4-byte big-endian length + pickle. In: (group_id, records, tr
 time.monotonic() when the commit ended, [None or an error per trace]).
 
 A write that fails (a full disk) fails its record or trace alone and is reported; it never ends the writer.
-ASSAY_STORE_FAIL_AFTER_WRITES=N (tests only) makes every file write after the first N raise ENOSPC.
+ASSAY_STORE_FAIL_AFTER_WRITES=N (tests only) makes every file write after the first N raise ENOSPC: N per
+process, or N in all when ASSAY_STORE_FAIL_COUNTER names a file the processes count in (one full disk).
 """
 
 from __future__ import annotations
@@ -53,10 +54,25 @@ def _before_write(path: str) -> None:
     if not allowed:
         _fault_state[:] = [None, 0]
         return
-    if _fault_state[0] != allowed:
-        _fault_state[:] = [allowed, 0]
-    _fault_state[1] += 1
-    if _fault_state[1] > int(allowed):
+    spill = os.environ.get("ASSAY_STORE_SPILL_DIR")
+    if spill and os.path.abspath(path).startswith(os.path.abspath(spill) + os.sep):
+        return  # the spill folder stands for another disk: the injected fault is the store's disk
+    counter = os.environ.get("ASSAY_STORE_FAIL_COUNTER")
+    if counter:
+        # One disk for every process (the writer, the client's own appends, a retry at close): count the
+        # writes in a shared file, one byte each (O_APPEND makes each append atomic).
+        fd = os.open(counter, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, b".")
+        finally:
+            os.close(fd)
+        written = os.path.getsize(counter)
+    else:
+        if _fault_state[0] != allowed:
+            _fault_state[:] = [allowed, 0]
+        _fault_state[1] += 1
+        written = int(_fault_state[1] or 0)
+    if written > int(allowed):
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (injected: ASSAY_STORE_FAIL_AFTER_WRITES)", path)
 
 

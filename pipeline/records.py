@@ -8,13 +8,28 @@ message to re-run the stage, never misread.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 AnswerStatus = Literal["ok", "invalid", "missing"]
 
+_R = TypeVar("_R", bound="FlatRecord")
+
+
+class FlatRecord:
+    """`to_json`/`from_json` for a record whose fields are all plain JSON values (a dataclass)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able fields."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls: type[_R], data: dict[str, Any]) -> _R:
+        """Inverse of `to_json`."""
+        return cls(**data)
+
 
 @dataclass(frozen=True)
-class SourceRecord:
+class SourceRecord(FlatRecord):
     """The frozen input snapshot: where it is, its checksum, what was loaded and rejected."""
 
     record_type: ClassVar[str] = "source"
@@ -25,15 +40,6 @@ class SourceRecord:
     rows: int
     load_errors: int
     source: str
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-able fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SourceRecord:
-        """Inverse of `to_json`."""
-        return cls(**data)
 
     def metadata(self) -> dict[str, Any]:
         """Shown on the asset."""
@@ -259,7 +265,7 @@ class JudgementSet:
 
 
 @dataclass(frozen=True)
-class ReportRecord:
+class ReportRecord(FlatRecord):
     """Where the report stage wrote the run folder."""
 
     record_type: ClassVar[str] = "report"
@@ -268,15 +274,6 @@ class ReportRecord:
     run_folder: str
     report_md: str
     status: str
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-able fields."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ReportRecord:
-        """Inverse of `to_json`."""
-        return cls(**data)
 
     def metadata(self) -> dict[str, Any]:
         """Shown on the asset."""

@@ -130,3 +130,40 @@ def client(zoo: ModelZoo, store: ResponseStore) -> Iterator[LLMClient]:
     client = LLMClient(zoo, store, retry=FAST_RETRY)
     yield client
     client.close()
+
+
+# -- the hello experiment end to end: a fake that answers its prompts correctly, a fresh Assay home --------
+
+HELLO_GOLD = {
+    "striker": "sports",
+    "eggs": "cooking",
+    "kernel": "computing",
+    "rain": "weather",
+    "400 m": "sports",
+    "tomato": "cooking",
+    "Python": "computing",
+    "snow": "weather",
+}
+
+
+def gold_responder(request: dict[str, Any]) -> str:
+    """Answer hello's prompts correctly by keyword, as a good model would."""
+    text = request["messages"][-1]["content"]
+    topic = next((label for word, label in HELLO_GOLD.items() if word in text), "sports")
+    return json.dumps({"topic": topic})
+
+
+@pytest.fixture()
+def fake_server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(responder=gold_responder) as server:
+        yield server
+
+
+@pytest.fixture()
+def assay_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_server: FakeOpenAIServer) -> Path:
+    """A fresh Assay home and embedded Dagster instance per test, the fake alias pointed at the server."""
+    monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ASSAY_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("ASSAY_FAKE_BASE_URL", fake_server.base_url)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    return tmp_path

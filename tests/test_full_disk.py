@@ -28,6 +28,8 @@ def test_full_disk_stops_new_calls_keeps_paid_bytes_and_the_next_run_pays_for_no
     spill = tmp_path / "spill"
     monkeypatch.setenv(SPILL_ENV, str(spill))
     monkeypatch.setenv("ASSAY_STORE_FAIL_AFTER_WRITES", str(WRITES_ALLOWED))  # the writer process inherits it
+    # Counted across processes: the disk stays full for this client's own retry at close, as a real one would.
+    monkeypatch.setenv("ASSAY_STORE_FAIL_COUNTER", str(tmp_path / "writes"))
     conversations = [msgs(f"full disk call {index}") for index in range(N_CALLS)]
     client = LLMClient(zoo, store, retry=FAST_RETRY)
     specs = [client.spec_for("fake", messages) for messages in conversations]
@@ -57,6 +59,7 @@ def test_full_disk_stops_new_calls_keeps_paid_bytes_and_the_next_run_pays_for_no
 
     # Space freed: the next client stores the kept bytes first, then sends only what was never answered.
     monkeypatch.delenv("ASSAY_STORE_FAIL_AFTER_WRITES")
+    monkeypatch.delenv("ASSAY_STORE_FAIL_COUNTER")
     again = LLMClient(zoo, store, retry=FAST_RETRY)
     try:
         assert again.recovered.stored == len(spilled)

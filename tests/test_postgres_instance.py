@@ -11,8 +11,8 @@ import pytest
 
 from jobs.cli import main
 from jobs.instance import LOCAL_POSTGRES_ENV
+from tests.conftest import gold_responder
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.test_pipeline import gold_responder
 
 REPO = Path(__file__).resolve().parent.parent
 

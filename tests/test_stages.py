@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +24,8 @@ from pipeline.records import AnswerRecord, AnswerSet, Evaluation, JudgementSet, 
 from pipeline.stages import CallStage, DataStage, StageGraph, load_record, partition_key, save_record
 from tests.conftest import fake_alias_flag
 from tests.fakes.openai_server import FakeOpenAIServer
-from tests.test_pipeline import gold_responder
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture()
-def fake_server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer(responder=gold_responder) as server:
-        yield server
-
-
-@pytest.fixture()
-def assay_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_server: FakeOpenAIServer) -> Path:
-    monkeypatch.setenv("ASSAY_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("ASSAY_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("ASSAY_FAKE_BASE_URL", fake_server.base_url)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    return tmp_path
 
 
 def _noop(inputs: Any) -> Any:
