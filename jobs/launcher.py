@@ -207,8 +207,9 @@ class ExperimentLauncher:
         return 0 if result.success else 2
 
     def _interrupted(self) -> int:
-        done = sum(status.done for status in run_status(self.context))
-        planned = sum(status.planned for status in run_status(self.context))
+        statuses = run_status(self.context)
+        done = sum(status.done for status in statuses)
+        planned = sum(status.planned for status in statuses)
         self.last_message = f"interrupted: {done}/{planned} calls stored, none lost"
         print(f"assay: {self.last_message}. Resume with: assay resume {self.experiment}", file=sys.stderr)
         return 130
