@@ -24,9 +24,11 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from assets.stage_assets import call_plan_asset, call_responses_asset, data_stage_asset
 from jobs.experiment_job import experiment_driver_job
+from jobs.partition_order import partitions_name
 from pipeline.config import ExperimentConfig
 from pipeline.context import ExperimentContext
 from pipeline.stages import CallStage, DataStage, Segment, StageGraph
+from schedules.partition_order import keep_failed_calls_together_sensor
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,6 @@ class ExperimentDefinitions:
     partitions: dict[str, DynamicPartitionsDefinition]
     schedules: list[ScheduleDefinition] = field(default_factory=list)
     sensors: list[SensorDefinition] = field(default_factory=list)
-
-
-def partitions_name(config: ExperimentConfig, stage: str) -> str:
-    """Name of the dynamic partitions of one call stage (one partition per call)."""
-    return f"{config.asset_prefix}__{stage}"
 
 
 def segment_job_name(config: ExperimentConfig, segment: Segment) -> str:
@@ -117,4 +114,6 @@ def build_experiment_definitions(source: str) -> ExperimentDefinitions:
                     partitions_def=partitions[stage.name],
                 )
             )
-    return ExperimentDefinitions(config, graph, list(assets.values()), checks, jobs, partitions)
+    stage_of_job = {calls_job_name(config, stage.name): stage.name for stage in graph.call_stages}
+    sensors = [keep_failed_calls_together_sensor(source, prefix, stage_of_job)]
+    return ExperimentDefinitions(config, graph, list(assets.values()), checks, jobs, partitions, sensors=sensors)

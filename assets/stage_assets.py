@@ -182,7 +182,8 @@ def call_responses_asset(
         specs = [by_key[key].spec for key in keys if key in by_key]
         key_of = {by_key[key].call_id: key for key in keys if key in by_key}
         hooks = current_hooks()
-        runner = call_runner_for(exp.client(run_budget(exp)), len(specs), warm=hooks.warm_worker)
+        client = exp.client(run_budget(exp))
+        runner = call_runner_for(client, len(specs), warm=hooks.warm_worker)
         stop = threading.Event()
         watcher = _watch_interrupts(stop)
         shown = 0
@@ -199,6 +200,7 @@ def call_responses_asset(
                     context.log.error(f"call {key_of[outcome.call_id]} failed: {outcome.error}")
         finally:
             watcher.set()
+            client.close()  # its store writer process ends once it has committed what it holds
         summary = runner.summary
         context.log.info(
             f"stage {stage.name}: sent {summary.sent}, from store {summary.from_store}, failed {summary.failed}, "

@@ -26,6 +26,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from assets.experiment import calls_job_name, partitions_name, segment_job_name
 from assets.stage_assets import STOPPED_BY
 from jobs.instance import get_instance
+from jobs.partition_order import keep_unanswered_together
 from pipeline.call_stages import load_plan, run_status
 from pipeline.config import REPO_ROOT
 from pipeline.context import ExperimentContext
@@ -257,31 +258,8 @@ class ExperimentLauncher:
         return report
 
     def compact_partitions(self, stage: str) -> int:
-        """Move the stage's unanswered partitions to the end of its partition order; returns how many moved.
-
-        Dagster turns a backfill of scattered partitions into one run per contiguous range (106 failed
-        calls became 46 runs). Kept together at the end, failed and missing calls form one range, which a
-        UI backfill splits into ceil(N / calls-per-run) runs. Deleting a dynamic partition keeps its
-        history; adding it again appends it.
-        """
-        plan = load_plan(self.context, stage)
-        if plan is None:
-            return 0
-        name = partitions_name(self.context.config, stage)
-        ordered = list(self.instance.get_dynamic_partitions(name))
-        answered = self.context.store.answered_ids()
-        pending = {call.key for call in plan.calls if call.call_id not in answered}
-        tail = 0
-        for key in reversed(ordered):  # already together at the end: leave them
-            if key not in pending:
-                break
-            tail += 1
-        to_move = [key for key in ordered[: len(ordered) - tail] if key in pending]
-        for key in to_move:
-            self.instance.delete_dynamic_partition(name, key)
-        if to_move:
-            self.instance.add_dynamic_partitions(name, to_move)
-        return len(to_move)
+        """Keep the stage's unanswered partitions together at the end (see jobs/partition_order.py)."""
+        return keep_unanswered_together(self.instance, self.context, stage)
 
     def mark_dead_runs_failed(self) -> int:
         """Report runs of this experiment that are still 'started' but whose process is gone as failed."""

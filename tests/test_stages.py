@@ -274,3 +274,40 @@ def test_overrides_may_not_change_the_stage_graph(tmp_path: Path) -> None:
     context = ExperimentContext("hello", ["output.repair=false"], home=tmp_path)
     with pytest.raises(ConfigError, match="stages come from the experiment file"):
         _ = context.graph
+
+
+@pytest.mark.slow
+def test_the_run_failure_sensor_keeps_failed_calls_together_after_runs_it_did_not_start(
+    assay_env: Path, fake_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dagster import DagsterEventType, DagsterRunStatus, RunsFilter, build_run_status_sensor_context
+
+    from definitions import defs
+    from jobs.instance import get_instance
+    from jobs.launcher import ExperimentLauncher
+
+    # A run the command does not tidy up after (as a UI or backfill run): the sensor must do it.
+    monkeypatch.setattr(ExperimentLauncher, "compact_partitions", lambda self, stage: 0)
+    texts = [f"Item {index} about the weather {'and the striker' if index % 4 == 1 else ''}." for index in range(12)]
+    items = _items_csv(assay_env / "items.csv", texts)
+    fake_server.inject("500", times=1000, match="striker")
+    assert main(["run", "hello", "--model", "fake", "--input", str(items), "--set", "models.fake.max_attempts=1"]) == 1
+    capsys.readouterr()
+    instance = get_instance()
+    failed = ExperimentLauncher("hello", ["models=[fake]"], instance).failed_partitions("llm")
+    ordered = list(instance.get_dynamic_partitions("hello__llm"))
+    assert len(failed) == 3 and set(ordered[-3:]) != failed  # scattered
+
+    [run] = instance.get_runs(RunsFilter(job_name="hello_llm_calls_job", statuses=[DagsterRunStatus.FAILURE]))
+    [event] = [
+        record.get_dagster_event()
+        for record in instance.all_logs(run.run_id)
+        if record.is_dagster_event and record.get_dagster_event().event_type == DagsterEventType.RUN_FAILURE
+    ]
+    sensor = defs.get_sensor_def("hello_keep_failed_calls_together")
+    context = build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_event=event, dagster_instance=instance, dagster_run=run
+    )
+    sensor(context)  # type: ignore[operator]
+    ordered = list(instance.get_dynamic_partitions("hello__llm"))
+    assert set(ordered[-3:]) == failed, "the sensor moved the failed calls together to the end"
