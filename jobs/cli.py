@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pipeline.config import REPO_ROOT
 from pipeline.llm.errors import AssayError
@@ -29,9 +29,16 @@ def _environment_defaults() -> None:
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (what was wrong and where to look), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `assay`."""
-    parser = argparse.ArgumentParser(prog="assay", description="Reproducible, resumable, budgeted LLM experiments.")
+    parser = _OneLineParser(prog="assay", description="Reproducible, resumable, budgeted LLM experiments.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run an experiment end to end (stored calls are never sent again)")
@@ -132,7 +139,21 @@ def _yaml_scalar(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `assay` command."""
     _environment_defaults()
-    args = build_parser().parse_args(argv)
+    before = os.environ.get("ASSAY_EXPERIMENT_FILES")
+    try:
+        return _main(argv)
+    finally:  # --config sets it for this command only (main may be called again in the same process)
+        if before is None:
+            os.environ.pop("ASSAY_EXPERIMENT_FILES", None)
+        else:
+            os.environ["ASSAY_EXPERIMENT_FILES"] = before
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a bad flag already reported in one line
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.command == "ui":
             return _ui(args.port)
@@ -171,7 +192,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             "\nassay: interrupted; stored responses are kept. Resume with: assay resume <experiment>", file=sys.stderr
         )
         return 130
+    except Exception as exc:  # noqa: BLE001 - not one of ours: one line here, the traceback in a log file
+        log = _log_traceback(exc)
+        print(f"assay: internal error: {type(exc).__name__}: {exc}; traceback in {log}", file=sys.stderr)
+        return 3
     return 0
+
+
+def _log_traceback(exc: BaseException) -> Path:
+    """Write the traceback of an unexpected error (secrets scrubbed) to a log file under the Assay home."""
+    import traceback
+    from datetime import UTC, datetime
+
+    from pipeline.config import assay_home
+    from pipeline.store import scrub_secrets
+
+    folder = assay_home() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"assay-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    text = "".join(traceback.format_exception(exc))
+    path.write_text(scrub_secrets(f"assay {' '.join(sys.argv[1:])}\n{text}"), encoding="utf-8")
+    return path
 
 
 def _experiment_file(path_text: str) -> str:

@@ -13,6 +13,7 @@ in Dagster) from one that is alive, and mark the dead one failed before re-runni
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ from pipeline.call_stages import load_plan, run_status
 from pipeline.config import REPO_ROOT
 from pipeline.context import ExperimentContext
 from pipeline.llm.errors import ConfigError
+from pipeline.run_lock import experiment_lock
 from pipeline.runner import CallOutcome, RunHooks, StopReason, use_hooks
 from pipeline.stages import CallStage, Segment
 from pipeline.worker import WarmWorker
@@ -101,27 +103,36 @@ class ExperimentLauncher:
         self.experiment = experiment  # a name, or the path of a --config file
         self.name = self.context.config.name
         self.overrides = overrides
-        self.instance = instance or get_instance()
+        self._instance = instance  # created on first use: after the run lock, so two first runs never race on it
         self.graph = self.context.graph
         self.warm_worker = warm_worker
         self.last_message = ""
         self._progress: _Progress | None = None
 
+    @property
+    def instance(self) -> DagsterInstance:
+        """The Dagster instance (the embedded SQLite one unless DAGSTER_HOME says otherwise)."""
+        if self._instance is None:
+            self._instance = get_instance()
+        return self._instance
+
     # -- commands ---------------------------------------------------------------------------------------
     def run(self) -> int:
         """Plan and send every stage's calls not yet answered, then analyse. 0 when every call has an answer."""
-        print(f"assay: {self.name}: planning (models: {', '.join(self.context.aliases())})", flush=True)
-        return self._walk(resuming=False)
+        with experiment_lock(self.context.work_dir, self.name):
+            print(f"assay: {self.name}: planning (models: {', '.join(self.context.aliases())})", flush=True)
+            return self._walk(resuming=False)
 
     def resume(self) -> int:
         """Mark dead runs failed, then only the calls that are failed or missing, stage by stage, then analyse."""
         first = self.graph.call_stages[0].name
         if load_plan(self.context, first) is None:
             raise ConfigError(f"no run of {self.name} yet: assay run {self.experiment}")
-        marked = self.mark_dead_runs_failed()
-        if marked:
-            print(f"assay: marked {marked} run(s) whose process died as FAILED", flush=True)
-        return self._walk(resuming=True)
+        with experiment_lock(self.context.work_dir, self.name):
+            marked = self.mark_dead_runs_failed()
+            if marked:
+                print(f"assay: marked {marked} run(s) whose process died as FAILED", flush=True)
+            return self._walk(resuming=True)
 
     def print_status(self) -> int:
         """Print done / failed / missing calls and spend, per call stage."""
@@ -184,7 +195,7 @@ class ExperimentLauncher:
             print(f"assay: error: {failed_check}", file=sys.stderr)
             return True
         if not result.success:
-            raise ConfigError(f"{segment.name}: planning failed: {self._failure_text(result)}")
+            raise ConfigError(self._failure_text(result))
         return False
 
     def _analyse(self, stopped: StopReason) -> int:
@@ -302,7 +313,9 @@ class ExperimentLauncher:
         run_config = {
             "resources": {"assay": {"config": {"overrides": self.overrides}}},
             # Dagster logs every call's event at DEBUG; the command prints its own progress instead.
-            "loggers": {"console": {"config": {"log_level": os.environ.get("ASSAY_LOG_LEVEL", "WARNING")}}},
+            # Dagster logs every call's event at DEBUG and a failed step with its stack trace at ERROR; the command
+            # prints its own progress and one line per problem instead (ASSAY_LOG_LEVEL=INFO shows Dagster's).
+            "loggers": {"console": {"config": {"log_level": os.environ.get("ASSAY_LOG_LEVEL", "CRITICAL")}}},
         }
         return execute_job(
             ReconstructableJob(repository, job_name),
@@ -338,7 +351,9 @@ class ExperimentLauncher:
                     if event.step_failure_data.user_failure_data
                     else None
                 )
-                messages.append(text or (user.message.strip() if user else "step failed"))
+                message = text or (user.message.strip() if user else "step failed")
+                # Our own errors already say what was wrong and how to fix it: drop the class path.
+                messages.append(re.sub(r"^pipeline(\.\w+)+: ", "", message))
         return "; ".join(messages) or "see the run's logs in the Dagster UI (assay ui)"
 
     @staticmethod
