@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="open the Dagster UI on this workspace")
     ui.add_argument("--port", type=int, default=3000)
 
+    from jobs import cli_admin
+
+    cli_admin.add_commands(sub)
+
     compare = sub.add_parser("compare", help="compare two run folders (metric deltas, McNemar, changed answers)")
     compare.add_argument("run_a")
     compare.add_argument("run_b")
@@ -157,6 +161,11 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if args.command == "ui":
             return _ui(args.port)
+        from jobs import cli_admin
+
+        admin = cli_admin.run(args)
+        if admin is not None:
+            return admin
         if args.command == "compare":
             from pipeline.report.compare import compare_runs_cli
 

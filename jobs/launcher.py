@@ -12,12 +12,14 @@ in Dagster) from one that is alive, and mark the dead one failed before re-runni
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter, execute_job
@@ -28,7 +30,17 @@ from assets.experiment import calls_job_name, partitions_name, segment_job_name
 from assets.stage_assets import STOPPED_BY
 from jobs.instance import get_instance
 from jobs.partition_order import keep_unanswered_together
-from pipeline.call_stages import load_plan, run_status
+from pipeline.audit import (
+    CALLS_STORED,
+    CONFIG_HASH,
+    REPORT_WRITTEN,
+    RUN_STARTED,
+    append_audit,
+    audit_log_path,
+    calls_stored_details,
+)
+from pipeline.call_stages import load_plan, needed_call_ids, run_status
+from pipeline.calls import canonical_json
 from pipeline.config import REPO_ROOT
 from pipeline.context import ExperimentContext
 from pipeline.llm.errors import ConfigError
@@ -107,6 +119,7 @@ class ExperimentLauncher:
         self.graph = self.context.graph
         self.warm_worker = warm_worker
         self.last_message = ""
+        self._started = time.time()
         self._progress: _Progress | None = None
 
     @property
@@ -120,6 +133,7 @@ class ExperimentLauncher:
     def run(self) -> int:
         """Plan and send every stage's calls not yet answered, then analyse. 0 when every call has an answer."""
         with experiment_lock(self.context.work_dir, self.name):
+            self._audit_start("run")
             print(f"assay: {self.name}: planning (models: {', '.join(self.context.aliases())})", flush=True)
             return self._walk(resuming=False)
 
@@ -129,6 +143,7 @@ class ExperimentLauncher:
         if load_plan(self.context, first) is None:
             raise ConfigError(f"no run of {self.name} yet: assay run {self.experiment}")
         with experiment_lock(self.context.work_dir, self.name):
+            self._audit_start("resume")
             marked = self.mark_dead_runs_failed()
             if marked:
                 print(f"assay: marked {marked} run(s) whose process died as FAILED", flush=True)
@@ -155,6 +170,30 @@ class ExperimentLauncher:
         if missing:
             print(f"  next:    assay resume {self.experiment}")
         return 0
+
+    # -- the audit log (pipeline/audit.py): who ran what, with which config, which calls were stored ------
+    @property
+    def _audit_path(self) -> Path:
+        return audit_log_path(self.context.home, self.name)
+
+    def _audit_start(self, command: str) -> None:
+        self._started = time.time()
+        config = {"experiment": self.context.config.model_dump(mode="json"), "models": self.context.aliases()}
+        append_audit(self._audit_path, RUN_STARTED, {"command": command, "overrides": self.overrides})
+        append_audit(
+            self._audit_path, CONFIG_HASH, {"sha256": hashlib.sha256(canonical_json(config).encode()).hexdigest()}
+        )
+
+    def _audit_calls(self) -> None:
+        """Log the records this command stored (by file time; their checksums make later edits visible)."""
+        store = self.context.store
+        fresh = [
+            call_id
+            for call_id in needed_call_ids(self.context)
+            if store.record_path(call_id).exists() and store.record_path(call_id).stat().st_mtime >= self._started
+        ]
+        if fresh:
+            append_audit(self._audit_path, CALLS_STORED, calls_stored_details(store, sorted(fresh)))
 
     # -- the walk ---------------------------------------------------------------------------------------
     def _walk(self, *, resuming: bool) -> int:
@@ -203,8 +242,10 @@ class ExperimentLauncher:
         result = self._execute(segment_job_name(self.context.config, analysis))
         statuses = run_status(self.context)
         folder = self.context.work_dir / "latest_run_folder"
+        self._audit_calls()
         if result.success and folder.exists():
             print(f"assay: run folder: {folder.read_text().strip()}")
+            append_audit(self._audit_path, REPORT_WRITTEN, {"run_folder": folder.read_text().strip()})
         elif not result.success:
             self.last_message = f"analysis failed: {self._failure_text(result)}"
             print(f"assay: error: {self.last_message}", file=sys.stderr)

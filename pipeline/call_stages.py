@@ -143,3 +143,16 @@ def expected_calls(context: ExperimentContext, *, resuming: bool = False) -> int
     items = len(context.kind.load_items().items)
     per_prompt = context.config.run.items_per_prompt
     return -(-items // per_prompt) * len(context.aliases()) * context.config.params.repeats
+
+
+def needed_call_ids(context: ExperimentContext) -> set[str]:
+    """Every call id the current plans of the experiment need: planned calls and the records answering them."""
+    needed: set[str] = set()
+    for stage in context.graph.call_stages:
+        plan = load_plan(context, stage.name)
+        for call in plan.calls if plan is not None else ():
+            needed.add(call.call_id)
+            record = context.store.get_answer(call.call_id)
+            if record is not None:
+                needed.add(record.call_id)
+    return needed
