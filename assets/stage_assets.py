@@ -67,17 +67,26 @@ def data_stage_asset(
     if stage.role != "source":
         return _data, []
 
-    @asset_check(asset=_data, name="items_have_unique_ids_and_text", blocking=True)
+    @asset_check(
+        asset=_data,
+        name="input_expectations",
+        blocking=True,
+        description="Great Expectations suite: unique non-null ids, non-empty string text, row count, gold labels "
+        "allowed. A failure stops the run before any call is paid for.",
+    )
     def _items_check(assay: AssayResource) -> AssetCheckResult:
+        from pipeline.data.expectations import validate_snapshot
         from pipeline.data.snapshot import read_snapshot
 
-        items = read_snapshot(assay.context(experiment).snapshot_dir)
-        ids = [item.item_id for item in items]
-        duplicates = len(ids) - len(set(ids))
-        empty = sum(1 for item in items if not str(item.fields.get("text", "")).strip())
+        exp = assay.context(experiment)
+        items = read_snapshot(exp.snapshot_dir)
+        sha256 = (exp.snapshot_dir / "items.parquet.sha256").read_text().split()[0]
+        validation = validate_snapshot(exp.snapshot_dir, items, sha256, labels=exp.config.output.labels)
+        failed = [o.expectation + (f"[{o.column}]" if o.column else "") for o in validation.outcomes if not o.success]
         return AssetCheckResult(
-            passed=duplicates == 0 and empty == 0 and len(items) > 0,
-            metadata={"items": len(items), "duplicate_ids": duplicates, "empty_text": empty},
+            passed=validation.success,
+            metadata={"items": len(items), **validation.metadata()},
+            description=None if validation.success else f"input check failed: {', '.join(failed)}; fix the input file",
         )
 
     return _data, [_items_check]
