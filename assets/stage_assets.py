@@ -30,7 +30,7 @@ from dagster import (
 
 from pipeline.call_stages import load_plan, plan_call_stage, run_budget
 from pipeline.runner import CallOutcome, StopReason, current_hooks
-from pipeline.stages import CallStage, DataStage, StageInputs, run_data_stage
+from pipeline.stages import CallStage, DataStage, StageCheck, StageInputs, run_data_stage
 from pipeline.worker import call_runner_for
 from resources.assay import AssayResource
 
@@ -64,8 +64,9 @@ def data_stage_asset(
                 metadata[name] = MetadataValue.path(metadata[name])
         return MaterializeResult(metadata=metadata)
 
+    checks = [stage_check(experiment, stage, check, _data) for check in stage.checks]
     if stage.role != "source":
-        return _data, []
+        return _data, checks
 
     @asset_check(asset=_data, name="items_have_unique_ids_and_text", blocking=True)
     def _items_check(assay: AssayResource) -> AssetCheckResult:
@@ -80,7 +81,29 @@ def data_stage_asset(
             metadata={"items": len(items), "duplicate_ids": duplicates, "empty_text": empty},
         )
 
-    return _data, [_items_check]
+    return _data, [_items_check, *checks]
+
+
+def stage_check(
+    experiment: str, stage: DataStage, check: StageCheck, asset_def: AssetsDefinition
+) -> AssetChecksDefinition:
+    """A stage's declared check as an asset check: its verdict's metadata (observed value, threshold) on the UI."""
+
+    @asset_check(asset=asset_def, name=check.name, description=check.description, blocking=check.blocking)
+    def _check(context: AssetCheckExecutionContext, assay: AssayResource) -> AssetCheckResult:
+        exp = assay.context(experiment)
+        own = exp.graph.get(stage.name)  # as this run's overrides declare it
+        assert isinstance(own, DataStage)
+        evaluate = next(c.evaluate for c in own.checks if c.name == check.name)
+        verdict = evaluate(StageInputs(exp, exp.graph, context.op_execution_context.run_id))
+        return AssetCheckResult(
+            passed=verdict.passed,
+            severity=AssetCheckSeverity.ERROR,
+            metadata=dict(verdict.metadata),
+            description=verdict.description or None,
+        )
+
+    return _check
 
 
 def call_plan_asset(

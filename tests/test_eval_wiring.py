@@ -7,11 +7,17 @@ SQLite Dagster instance (the `assay_env` fixture).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from jobs.cli import main
+from pipeline.experiments.eval_stages import agreement_rows
+from pipeline.records import Judgement, JudgementSet
+from tests.conftest import HELLO_GOLD, fake_alias_flag, gold_responder
+from tests.fakes.openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,3 +74,132 @@ def test_prompt_check_fails_when_the_prompt_changes_after_its_entry(
     assert main(["prompt", "check", *flags]) == 1
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "has no entry" in line
+
+
+# -- hard checks -----------------------------------------------------------------------------------------
+
+
+def check_result(experiment: str, asset: str, name: str) -> tuple[bool, dict[str, Any]]:
+    """The latest evaluation of an asset check on the test's instance: passed, and its metadata."""
+    from dagster import AssetCheckKey, AssetKey
+
+    from jobs.instance import get_instance
+
+    key = AssetCheckKey(AssetKey([experiment.replace("-", "_"), asset]), name)
+    [record] = get_instance().event_log_storage.get_asset_check_execution_history(key, limit=1)
+    assert record.event is not None and record.event.dagster_event is not None
+    evaluation = record.event.dagster_event.event_specific_data
+    return evaluation.passed, {name: value.value for name, value in evaluation.metadata.items()}
+
+
+def refusing_responder(request: dict[str, Any]) -> str:
+    """hello's gold answers, except a refusal for the kernel text and for every repair request."""
+    text = request["messages"][-1]["content"]
+    if "kernel" in text or "previous answer was not valid" in text:
+        return "I'm sorry, I cannot help with that."
+    return gold_responder(request)
+
+
+def latest_report(tmp_path: Path, experiment: str) -> str:
+    folder = sorted((tmp_path / "runs").glob(f"{experiment}-*"))[-1]
+    return (folder / "outputs" / "final_report.md").read_text()
+
+
+@pytest.mark.slow
+def test_hard_checks_pass_on_good_answers_and_fail_with_the_failures_listed(
+    assay_env: Path, fake_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["run", "hello", "--model", "fake"]) == 0
+    passed, metadata = check_result("hello", "hard_checks", "hard_checks_pass_rate")
+    assert passed and metadata["lowest_pass_rate"] == 1.0 and metadata["min_pass_rate"] == 0.95
+    assert "## Hard checks" in latest_report(assay_env, "hello")
+
+    with FakeOpenAIServer(responder=refusing_responder) as refusing:
+        monkeypatch.setenv("ASSAY_FAKE_BASE_URL", refusing.base_url)  # another api_base: other call ids
+        assert main(["run", "hello", "--model", "fake"]) == 0  # every call answered; h3 is invalid after repair
+    passed, metadata = check_result("hello", "hard_checks", "hard_checks_pass_rate")
+    assert not passed
+    assert metadata["lowest_pass_rate"] == 7 / 8 and metadata["min_pass_rate"] == 0.95
+    assert "custom:no_refusal" in metadata["checks_below"]
+    report = latest_report(assay_env, "hello")
+    assert "| h3 | fake | 0 | custom:no_refusal | the answer is a refusal" in report
+
+
+# -- judges ----------------------------------------------------------------------------------------------
+
+
+def _judging(request: dict[str, Any]) -> tuple[str, str] | None:
+    """(text, answer) of a judge call, None for any other call."""
+    response_format = request.get("response_format") or {}
+    if (response_format.get("json_schema") or {}).get("name") != "judgement":
+        return None
+    prompt = request["messages"][-1]["content"]
+    text = prompt.split("Input:\n", 1)[1].split("\n\nExpected answer", 1)[0]
+    return text, prompt.rsplit("Answer to judge:\n", 1)[1].strip()
+
+
+def judges_responder() -> Any:
+    """Answers: gold except 'sports' for the snow text. Judge `fake` grades by gold; `judge2` says 'correct' to
+    everything, except that its three repeats on the eggs text disagree (correct, incorrect, correct)."""
+    seen: dict[str, int] = {}
+
+    def respond(request: dict[str, Any]) -> str:
+        judging = _judging(request)
+        if judging is None:
+            content = request["messages"][-1]["content"]
+            return json.dumps({"topic": "sports"}) if "snow" in content else gold_responder(request)
+        text, answer = judging
+        right = next(label for word, label in HELLO_GOLD.items() if word in text) == answer
+        if request["model"] == "judge-two":
+            right = True
+            if "eggs" in text:
+                seen[text] = seen.get(text, 0) + 1
+                right = seen[text] != 2
+        verdict = "correct" if right else "incorrect"
+        return json.dumps({"score": 5 if right else 1, "verdict": verdict, "reason": "keyword"})
+
+    return respond
+
+
+@pytest.mark.slow
+def test_two_judges_with_repeats_vote_expose_the_flaky_answer_and_report_agreement(
+    assay_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeOpenAIServer(responder=judges_responder()) as server:
+        monkeypatch.setenv("ASSAY_FAKE_BASE_URL", server.base_url)
+        judge2 = fake_alias_flag("judge2", model="openai/judge-two")
+        flags = ["--model", "fake", "--set", judge2, "--set", "judge.models=[fake,judge2]", "--set", "judge.repeats=3"]
+        assert main(["run", "hello-judge", *flags]) == 0
+        assert server.total() == 8 + 8 * 2 * 3  # answers, then 8 answers x 2 judges x 3 repeats
+    record = json.loads((assay_env / "home" / "work" / "hello-judge" / "stages" / "judgements.json").read_text())
+    judgements = JudgementSet.from_json(record["data"])
+    assert len(judgements.rows) == 48 and all(row.valid for row in judgements.rows)
+    [flaky] = judgements.flaky
+    assert flaky["item_id"] == "h2" and flaky["judge"] == "judge2" and flaky["counts"] == {"correct": 2, "incorrect": 1}
+    votes = {vote["item_id"]: vote for vote in judgements.votes}
+    assert votes["h8"]["tie"] and votes["h8"]["verdict"] == "incorrect"  # 3 vs 3: the configured tie verdict
+    assert votes["h1"]["verdict"] == "correct" and votes["h1"]["counts"] == {"correct": 6}
+    figures = {(row.measure, row.raters): row for row in judgements.agreement}
+    assert figures[("accuracy vs gold", "fake")].value == 1.0
+    assert figures[("accuracy vs gold", "judge2")].value == 7 / 8  # it passed the wrong answer to h8
+    assert figures[("Cohen kappa", "fake vs judge2")].value == pytest.approx(0.0)  # p_o = p_e = 7/8
+    assert ("Krippendorff alpha", "fake, judge2") in figures
+    assert figures[("Krippendorff alpha", "fake: its 3 repeats")].value == pytest.approx(1.0)
+    report = latest_report(assay_env, "hello-judge")
+    assert "### Agreement" in report and "| Cohen kappa | fake vs judge2 | 0.000 | 8 |" in report
+    assert "| h2 | judge2 | correct: 2, incorrect: 1 | 67% |" in report
+
+
+def test_judge_agreement_reproduces_a_published_cohen_kappa() -> None:
+    # Wikipedia, "Cohen's kappa", worked example: 50 proposals, A and B agree yes 20, no 15; A yes B no 5,
+    # A no B yes 10: kappa = 0.4. Each judge's verdict is its majority over two agreeing repeats.
+    pairs = [("yes", "yes")] * 20 + [("no", "no")] * 15 + [("yes", "no")] * 5 + [("no", "yes")] * 10
+    rows = [
+        Judgement(f"i{index}", f"i{index}", "c", "x", judge, repeat, "j", verdict, None, "", True)
+        for index, pair in enumerate(pairs)
+        for judge, verdict in zip(("A", "B"), pair, strict=True)
+        for repeat in range(2)
+    ]
+    figures = {(row.measure, row.raters): row for row in agreement_rows(rows, ["yes", "no"], {}, {})}
+    assert figures[("Cohen kappa", "A vs B")].value == pytest.approx(0.4)
+    assert figures[("Cohen kappa", "A vs B")].n == 50
