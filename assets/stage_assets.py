@@ -215,7 +215,9 @@ def call_responses_asset(
                     hooks.on_outcome(outcome)
                 if outcome.ok:
                     yield AssetMaterialization(
-                        asset_key=context.asset_key, partition=key_of[outcome.call_id], metadata=call_metadata(outcome)
+                        asset_key=context.asset_key,
+                        partition=key_of[outcome.call_id],
+                        metadata=call_metadata(outcome, key_of[outcome.call_id]),
                     )
                 elif shown < MAX_FAILURE_LINES and outcome.error_type != "BudgetExceeded":
                     shown += 1
@@ -256,8 +258,9 @@ def call_responses_asset(
     return _responses
 
 
-def call_metadata(outcome: CallOutcome) -> dict[str, Any]:
-    """A call partition's materialization metadata: who answered, tokens, cost, latency, and how to see it."""
+def call_metadata(outcome: CallOutcome, partition_key: str) -> dict[str, Any]:
+    """A call partition's materialization metadata: who answered, tokens, cost, latency, and the command that
+    shows its request, answer and attempts (`assay trace <partition key>`)."""
     result = outcome.result
     assert result is not None
     metadata: dict[str, Any] = {
@@ -270,6 +273,7 @@ def call_metadata(outcome: CallOutcome) -> dict[str, Any]:
         "attempts": result.attempts,
         "from_store": result.from_store,
         "call_id": outcome.call_id,
+        "trace": f"assay trace {partition_key}",
     }
     if result.call_id != outcome.call_id:
         metadata["answered_by_call_id"] = result.call_id  # a fallback model answered (its own stored call)

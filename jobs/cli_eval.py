@@ -26,12 +26,28 @@ def add_commands(subparsers: Any) -> None:
     check.add_argument("--experiments-dir", type=Path, help="experiment files (default: configs/experiments)")
     check.add_argument("--changelog-dir", type=Path, help="changelog files (default: configs/prompt_changelog)")
 
+    trace = subparsers.add_parser("trace", help="print one call's stored record and every attempt")
+    trace.add_argument("call", help="a call id (or 8+ characters of one) or a partition key (h1.fake.r0.0123abcd)")
+    trace.add_argument("--experiment", help="look only in this experiment's plans (default: every experiment's)")
+
 
 def run(args: argparse.Namespace) -> int | None:
     """Run the command in `args` if it is one of this module's; None when it is not."""
     if args.command == "prompt":
         return prompt_check(args.experiments or None, args.experiments_dir, args.changelog_dir)
+    if args.command == "trace":
+        return trace_call(args.call, args.experiment)
     return None
+
+
+def trace_call(query: str, experiment: str | None) -> int:
+    """Print the call's record and attempts; 1 when it has no stored answer, else 0."""
+    from pipeline.config import assay_home
+    from pipeline.trace import find_call, render_trace
+
+    traced = find_call(assay_home(), query, experiment)
+    print(render_trace(traced))
+    return 0 if traced.record is not None else 1
 
 
 def prompt_check(

@@ -203,3 +203,37 @@ def test_judge_agreement_reproduces_a_published_cohen_kappa() -> None:
     figures = {(row.measure, row.raters): row for row in agreement_rows(rows, ["yes", "no"], {}, {})}
     assert figures[("Cohen kappa", "A vs B")].value == pytest.approx(0.4)
     assert figures[("Cohen kappa", "A vs B")].n == 50
+
+
+# -- traces ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_trace_prints_a_calls_record_and_attempts_and_the_partition_names_the_command(
+    assay_env: Path, fake_server: FakeOpenAIServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dagster import AssetKey
+
+    from jobs.instance import get_instance
+
+    fake_server.inject("500", times=1, match="striker")  # one failed attempt, then the answer
+    assert main(["run", "hello", "--model", "fake"]) == 0
+    capsys.readouterr()
+    event = get_instance().get_latest_materialization_event(AssetKey(["hello", "llm_responses"]))
+    assert event is not None and event.asset_materialization is not None
+    metadata = event.asset_materialization.metadata
+    key = event.asset_materialization.partition
+    assert metadata["trace"].value == f"assay trace {key}"
+
+    striker_key = next(k for k in get_instance().get_dynamic_partitions("hello__llm") if k.startswith("h1."))
+    assert main(["trace", striker_key]) == 0
+    out = capsys.readouterr().out
+    assert "(hello / llm, partition h1.fake.r0." in out
+    assert "model: openai/fake-model (alias fake, version 1)" in out and "cost $" in out
+    assert "[user] Choose the topic of this text" in out and '{"topic": "sports"}' in out
+    assert "attempts (2 in the trace):" in out and "outcome=error" in out and "status_code=500" in out
+    call_id = out.split()[1]
+    assert main(["trace", call_id[:10], "--experiment", "hello"]) == 0
+    assert capsys.readouterr().out.split()[1] == call_id
+    assert main(["trace", "nope.fake.r0.00000000"]) == 2
+    assert "no call 'nope.fake.r0.00000000'" in capsys.readouterr().err
