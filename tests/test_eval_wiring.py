@@ -237,3 +237,31 @@ def test_trace_prints_a_calls_record_and_attempts_and_the_partition_names_the_co
     assert capsys.readouterr().out.split()[1] == call_id
     assert main(["trace", "nope.fake.r0.00000000"]) == 2
     assert "no call 'nope.fake.r0.00000000'" in capsys.readouterr().err
+
+
+# -- model comparison ------------------------------------------------------------------------------------
+
+
+def cheap_misses_the_weather(request: dict[str, Any]) -> str:
+    """Gold answers, except that the model `cheap-model` answers 'sports' to the rain text."""
+    if request["model"] == "cheap-model" and "rain" in request["messages"][-1]["content"]:
+        return json.dumps({"topic": "sports"})
+    return gold_responder(request)
+
+
+@pytest.mark.slow
+def test_compare_models_runs_the_gold_set_per_model_and_names_the_cheapest_within_the_margin(
+    assay_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cheap = fake_alias_flag("cheap", model="openai/cheap-model", price={"input_per_mtok": 0.1, "output_per_mtok": 0.2})
+    with FakeOpenAIServer(responder=cheap_misses_the_weather) as server:
+        monkeypatch.setenv("ASSAY_FAKE_BASE_URL", server.base_url)
+        flags = ["compare-models", "hello", "--models", "fake,cheap", "--set", cheap]
+        assert main([*flags, "--margin", "0.2"]) == 0
+        out = capsys.readouterr().out
+        assert server.total() == 2 * 8, "the 8 gold items on each model"
+        assert "| **cheap** | 87.5% |" in out and "| fake | 100.0% |" in out
+        assert "cheapest model within 20.0% of the best (fake): cheap" in out
+        assert main([*flags, "--margin", "0"]) == 0
+        assert server.total() == 2 * 8, "stored calls are reused"
+        assert "cheapest model within 0.0% of the best (fake): fake" in capsys.readouterr().out
