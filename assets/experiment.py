@@ -27,6 +27,7 @@ from jobs.experiment_job import experiment_driver_job
 from pipeline.config import ExperimentConfig
 from pipeline.context import ExperimentContext
 from pipeline.stages import CallStage, DataStage, Segment, StageGraph
+from schedules.canary import experiment_schedules
 
 
 @dataclass(frozen=True)
@@ -117,4 +118,5 @@ def build_experiment_definitions(source: str) -> ExperimentDefinitions:
                     partitions_def=partitions[stage.name],
                 )
             )
-    return ExperimentDefinitions(config, graph, list(assets.values()), checks, jobs, partitions)
+    schedules = experiment_schedules(config, all_job_name(config))
+    return ExperimentDefinitions(config, graph, list(assets.values()), checks, jobs, partitions, schedules)

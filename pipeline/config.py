@@ -361,6 +361,12 @@ class GenerationParams(StrictModel):
     max_tokens: int = Field(256, ge=1)
     seed: int | None = 0
     repeats: int = Field(1, ge=1, le=100, description="Times each prompt is asked (repeat index is hashed).")
+    repeat_offset: int = Field(
+        0,
+        ge=0,
+        description="Added to every repeat index: a canary run asks the same prompts again as new calls, where the "
+        "store would otherwise answer them from the archive (the schedule sets it to the run's date).",
+    )
 
 
 class OutputConfig(StrictModel):
@@ -416,6 +422,7 @@ class CanaryConfig(StrictModel):
         "kept under .assay/work/<name>/canary_baseline.json."
     )
     timezone: str = Field("UTC", description="Time zone of `cron`.")
+    running: bool = Field(False, description="Start the schedule switched on (else switch it on in the UI).")
     drift: DriftConfig = Field(default_factory=DriftConfig, description="When the drift check fails.")
 
 

@@ -8,6 +8,7 @@ SQLite Dagster instance (the `assay_env` fixture).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +266,61 @@ def test_compare_models_runs_the_gold_set_per_model_and_names_the_cheapest_withi
         assert main([*flags, "--margin", "0"]) == 0
         assert server.total() == 2 * 8, "stored calls are reused"
         assert "cheapest model within 0.0% of the best (fake): fake" in capsys.readouterr().out
+
+
+# -- canary ----------------------------------------------------------------------------------------------
+
+
+def test_the_canary_schedule_is_in_the_definitions_and_requests_a_pinned_run() -> None:
+    from dagster import RunRequest, build_schedule_context
+
+    from definitions import defs
+
+    schedule = defs.resolve_schedule_def("hello_canary")
+    assert schedule.job_name == "hello_job" and schedule.cron_schedule == "0 6 * * *"
+    with build_schedule_context(scheduled_execution_time=datetime(2026, 12, 1, 6, 0, tzinfo=UTC)) as context:
+        result = schedule.evaluate_tick(context)
+    [request] = result.run_requests or []
+    assert isinstance(request, RunRequest)
+    overrides = request.run_config["resources"]["assay"]["config"]["overrides"]
+    assert overrides == ["models=[local]", "params.repeat_offset=202612010600"]
+
+
+def drifting_responder(state: dict[str, bool]) -> Any:
+    """Gold answers; once `state['drift']` is set, 'cooking' for the two weather texts."""
+
+    def respond(request: dict[str, Any]) -> str:
+        content = request["messages"][-1]["content"]
+        if state["drift"] and ("rain" in content or "snow" in content):
+            return json.dumps({"topic": "cooking"})
+        return gold_responder(request)
+
+    return respond
+
+
+@pytest.mark.slow
+def test_the_drift_check_stays_quiet_on_a_stable_model_and_fires_on_a_drifting_one(
+    assay_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = {"drift": False}
+    with FakeOpenAIServer(responder=drifting_responder(state)) as server:
+        monkeypatch.setenv("ASSAY_FAKE_BASE_URL", server.base_url)
+        assert main(["run", "hello", "--model", "fake"]) == 0  # the first run: the baseline
+        passed, metadata = check_result("hello", "canary_drift", "canary_no_drift")
+        assert passed and metadata["baseline"] == "(none yet)"
+
+        # What the schedule does: the same prompts asked again as new calls (params.repeat_offset).
+        assert main(["run", "hello", "--model", "fake", "--set", "params.repeat_offset=1"]) == 0
+        assert server.total() == 16, "the canary asked again instead of reading the archive"
+        passed, metadata = check_result("hello", "canary_drift", "canary_no_drift")
+        assert passed and metadata["agreement"] == 1.0 and metadata["changed_items"] == []
+
+        state["drift"] = True
+        assert main(["run", "hello", "--model", "fake", "--set", "params.repeat_offset=2"]) == 0
+    passed, metadata = check_result("hello", "canary_drift", "canary_no_drift")
+    assert not passed
+    assert metadata["agreement"] == 0.75 and metadata["min_agreement"] == 0.9
+    changed = {item["item_id"]: (item["baseline"], item["canary"]) for item in metadata["changed_items"]}
+    assert changed == {"h4": ("weather", "cooking"), "h8": ("weather", "cooking")}
+    assert any("agreement with the baseline 75.0%" in reason for reason in metadata["reasons"])
+    assert "## Canary drift" in latest_report(assay_env, "hello")

@@ -94,5 +94,15 @@ def item_outcomes(rows: Sequence[AnswerRecord], gold: Mapping[str, Any], store: 
 
 
 def answers_by_item(rows: Sequence[AnswerRecord]) -> dict[str, Any]:
-    """item id -> its answer's label (repeat 0; None when invalid or missing): what canary drift compares."""
-    return {row.item_id: row.label if row.status == "ok" else None for row in rows if row.repeat == 0}
+    """item id -> the label of its lowest repeat (None when invalid or missing): what canary drift compares.
+
+    The lowest, not repeat 0: a canary run's repeats start at its `params.repeat_offset`.
+    """
+    several = len({row.requested_alias or row.alias for row in rows}) > 1
+    first: dict[str, AnswerRecord] = {}
+    for row in rows:
+        # With several models an item has one answer per model: `<item>@<alias>` keeps them apart.
+        key = f"{row.item_id}@{row.requested_alias or row.alias}" if several else row.item_id
+        if key not in first or row.repeat < first[key].repeat:
+            first[key] = row
+    return {key: row.label if row.status == "ok" else None for key, row in first.items()}

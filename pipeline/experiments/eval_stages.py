@@ -11,15 +11,20 @@ return typed records, as the classify stages do.
 
 from __future__ import annotations
 
+import json
+import re
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.calls import CallSpec
+from pipeline.config import REPO_ROOT
 from pipeline.data.loaders import Item
 from pipeline.evaluation.answers import answers_match
 from pipeline.evaluation.checks import pass_rate_ok, run_checks
+from pipeline.evaluation.drift import DriftAlarm, compare_runs, drift_alarm
 from pipeline.evaluation.judges import (
     Judgement as Reading,
 )
@@ -30,9 +35,12 @@ from pipeline.evaluation.judges import (
     parse_judgement,
     votes_by_item,
 )
-from pipeline.experiments.eval_records import HardCheckRow, HardCheckSet
+from pipeline.evaluation.model_runs import answers_by_item
+from pipeline.experiments.eval_records import CanaryDrift, HardCheckRow, HardCheckSet
+from pipeline.llm.errors import ConfigError
 from pipeline.plan import CallPlan, PlannedCall
 from pipeline.records import AgreementRow, AnswerRecord, AnswerSet, Judgement, JudgementSet
+from pipeline.report.runs import runs_dir
 from pipeline.stages import CallStage, CheckVerdict, DataStage, Stage, StageCheck, StageInputs
 
 if TYPE_CHECKING:
@@ -44,6 +52,9 @@ ANSWERS = "answers"
 HARD_CHECKS = "hard_checks"
 JUDGE = "judge"
 JUDGEMENTS = "judgements"
+CANARY_DRIFT = "canary_drift"
+FIRST_RUN = "first"
+MAX_CHANGED_IN_METADATA = 50
 MAX_LISTED_FAILURES = 50
 
 
@@ -92,6 +103,24 @@ class EvalStages:
                     role="analysis",
                 ),
             ]
+        if config.canary is not None:
+            stages.append(
+                DataStage(
+                    CANARY_DRIFT,
+                    (SOURCE, ANSWERS),
+                    self.canary_drift,
+                    CanaryDrift,
+                    "This run's answers against the canary's baseline run: agreement, changed items, accuracy change.",
+                    role="analysis",
+                    checks=(
+                        StageCheck(
+                            "canary_no_drift",
+                            self.canary_verdict,
+                            "Fails when the answers drifted from the baseline run past canary.drift's thresholds.",
+                        ),
+                    ),
+                )
+            )
         return stages
 
     # -- hard checks ------------------------------------------------------------------------------------
@@ -234,6 +263,45 @@ class EvalStages:
             agreement_rows(rows, judge.verdicts, gold, votes),
         )
 
+    # -- canary -----------------------------------------------------------------------------------------
+    def canary_drift(self, inputs: StageInputs) -> CanaryDrift:
+        """Compare this run's answers (per item, its lowest repeat) with the baseline run's (drift.py)."""
+        config = self.classify.kind.config
+        canary = config.canary
+        assert canary is not None
+        current = answers_by_item(inputs.record(ANSWERS, AnswerSet).rows)
+        folder = baseline_folder(config.name, canary.baseline)
+        if folder is None:
+            note = f"no earlier run of {config.name} under {runs_dir()}: this run is the baseline of the next"
+            return CanaryDrift("(none yet)", None, DriftAlarm(alarm=False, reasons=()), note)
+        baseline = baseline_answers(folder)
+        gold = {item.item_id: item.gold for item in self.classify.items(inputs) if item.gold is not None}
+        result = compare_runs(baseline, current, gold or None)
+        return CanaryDrift(str(folder), result, drift_alarm(result, canary.drift))
+
+    def canary_verdict(self, inputs: StageInputs) -> CheckVerdict:
+        """Fails when drift_alarm fires; the changed items, agreement and thresholds go to its metadata."""
+        record = inputs.record(CANARY_DRIFT, CanaryDrift)
+        canary = self.classify.kind.config.canary
+        assert canary is not None
+        metadata: dict[str, Any] = {"baseline": record.baseline, "min_agreement": canary.drift.min_agreement}
+        if record.result is not None:
+            result = record.result
+            metadata |= {
+                "agreement": round(result.agreement.estimate, 4),
+                "items": result.n_items,
+                "changed_count": len(result.changed),
+                "changed_items": [
+                    {"item_id": item.item_id, "baseline": item.baseline, "canary": item.canary}
+                    for item in result.changed[:MAX_CHANGED_IN_METADATA]
+                ],
+                "missing_in_canary": list(result.missing_in_canary),
+            }
+            if result.accuracy_change is not None:
+                metadata["accuracy_change"] = round(result.accuracy_change, 4)
+        metadata["reasons"] = list(record.alarm.reasons)
+        return CheckVerdict(not record.alarm.alarm, metadata, "; ".join(record.alarm.reasons))
+
     # -- report -----------------------------------------------------------------------------------------
     def report_sections(self, inputs: StageInputs, answers: AnswerSet) -> list[str]:
         """Markdown sections of the evaluation stages present in this experiment."""
@@ -243,7 +311,59 @@ class EvalStages:
             sections += hard_check_section(inputs.record(HARD_CHECKS, HardCheckSet))
         if config.judge is not None:
             sections += judge_section(inputs.record(JUDGEMENTS, JudgementSet))
+        if config.canary is not None:
+            sections += canary_section(inputs.record(CANARY_DRIFT, CanaryDrift))
         return sections
+
+
+_RUN_FOLDER = re.compile(r"^(?P<stamp>\d{4}-\d\d-\d\d-\d{6})(?:-(?P<n>\d+))?$")
+
+
+def baseline_folder(experiment: str, baseline: str) -> Path | None:
+    """The baseline run folder: the one named, or for 'first' the oldest run folder of `experiment` (None if none)."""
+    if baseline != FIRST_RUN:
+        folder = Path(baseline) if Path(baseline).is_absolute() else REPO_ROOT / baseline
+        if not (folder / "outputs" / "results.jsonl").exists():
+            raise ConfigError(
+                f"canary.baseline {baseline!r}: {folder}/outputs/results.jsonl does not exist; name a run folder "
+                f"of {experiment} (runs/{experiment}-<date>) or use 'first'"
+            )
+        return folder
+    runs: list[tuple[str, int, Path]] = []
+    for folder in runs_dir().glob(f"{experiment}-*"):
+        found = _RUN_FOLDER.match(folder.name[len(experiment) + 1 :])
+        if found and (folder / "outputs" / "results.jsonl").exists():
+            runs.append((found["stamp"], int(found["n"] or 1), folder))
+    return min(runs)[2] if runs else None
+
+
+def baseline_answers(folder: Path) -> dict[str, Any]:
+    """item id -> label of a run folder's results (its lowest repeat; None when invalid or missing)."""
+    lines = (folder / "outputs" / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [AnswerRecord.from_json(json.loads(line)) for line in lines if line.strip()]
+    return answers_by_item(rows)
+
+
+def canary_section(record: CanaryDrift) -> list[str]:
+    """Markdown: agreement with the baseline, accuracy change, the alarm's reasons and the changed items."""
+    lines = ["## Canary drift", "", f"Baseline: {record.baseline}."]
+    if record.result is None:
+        return [*lines, "", record.note, ""]
+    result = record.result
+    agreement = result.agreement
+    lines += [
+        "",
+        f"Agreement with the baseline: {agreement.estimate:.1%} [{agreement.low:.1%}, {agreement.high:.1%}] on "
+        f"{result.n_items} items; {len(result.changed)} changed.",
+    ]
+    if result.accuracy_change is not None and result.mcnemar is not None:
+        lines.append(f"Accuracy change: {result.accuracy_change:+.1%} (McNemar p = {result.mcnemar.p_value:.3g}).")
+    lines += ["", "**Alarm**: " + "; ".join(record.alarm.reasons) if record.alarm.alarm else "No drift alarm."]
+    if result.changed:
+        lines += ["", "| item | baseline | canary | expected |", "|---|---|---|---|"]
+        for item in result.changed[:MAX_LISTED_FAILURES]:
+            lines.append(f"| {item.item_id} | {item.baseline} | {item.canary} | {item.expected} |")
+    return [*lines, ""]
 
 
 def _reading(row: Judgement) -> Reading:
