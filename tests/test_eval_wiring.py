@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from jobs.cli import main
+from pipeline.experiments.eval_records import SynthesisSet
 from pipeline.experiments.eval_stages import agreement_rows
 from pipeline.records import Judgement, JudgementSet
 from tests.conftest import HELLO_GOLD, fake_alias_flag, gold_responder
@@ -324,3 +325,79 @@ def test_the_drift_check_stays_quiet_on_a_stable_model_and_fires_on_a_drifting_o
     assert changed == {"h4": ("weather", "cooking"), "h8": ("weather", "cooking")}
     assert any("agreement with the baseline 75.0%" in reason for reason in metadata["reasons"])
     assert "## Canary drift" in latest_report(assay_env, "hello")
+
+
+# -- perspectives -> synthesis ---------------------------------------------------------------------------
+
+
+def analyst_responder(request: dict[str, Any]) -> str:
+    """Roles answer with their name and the item's first word; the synthesis repeats what the roles said."""
+    system = request["messages"][0]["content"]
+    user = request["messages"][-1]["content"]
+    if system.startswith(("You are a linguist", "You are a skeptic")):
+        return f"{system.split()[3].rstrip('.')} on '{user.split()[0]}'"
+    if system.startswith("You weigh"):
+        views = [line for line in user.splitlines() if " on '" in line]
+        return "SYNTHESIS of " + " | ".join(views)
+    return gold_responder(request)
+
+
+@pytest.mark.slow
+def test_perspectives_and_synthesis_run_end_to_end_every_call_stored(
+    assay_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from definitions import defs
+
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {
+        "hello_perspectives/perspectives_calls",
+        "hello_perspectives/perspectives_responses",
+        "hello_perspectives/synthesis_calls",
+        "hello_perspectives/synthesis_responses",
+        "hello_perspectives/syntheses",
+    } <= keys
+    with FakeOpenAIServer(responder=analyst_responder) as server:
+        monkeypatch.setenv("ASSAY_FAKE_BASE_URL", server.base_url)
+        assert main(["run", "hello-perspectives", "--model", "fake"]) == 0
+        assert server.total() == 8 + 8 * 2 + 8  # answers, 8 items x 2 roles, one synthesis per item
+        server.reset()
+        assert main(["run", "hello-perspectives", "--model", "fake"]) == 0
+        assert server.total() == 0, "every call of both stages is stored and reused"
+    record = json.loads((assay_env / "home" / "work" / "hello-perspectives" / "stages" / "syntheses.json").read_text())
+    syntheses = SynthesisSet.from_json(record["data"])
+    assert len(syntheses.perspectives) == 16 and all(row.text for row in syntheses.perspectives)
+    by_item = {row.item_id: row.text for row in syntheses.syntheses}
+    assert by_item["h1"] == "SYNTHESIS of linguist on 'The' | skeptic on 'The'"
+    report = latest_report(assay_env, "hello-perspectives")
+    assert "## Perspectives and synthesis" in report and "| h1 | fake | 2/2 | SYNTHESIS of" in report
+
+
+def test_evaluation_records_round_trip_through_their_envelope(tmp_path: Path) -> None:
+    from pipeline.evaluation.drift import compare_runs, drift_alarm
+    from pipeline.evaluation.drift_config import DriftConfig
+    from pipeline.experiments.eval_records import CanaryDrift, HardCheckRow, HardCheckSet, PerspectiveRow
+    from pipeline.records import AgreementRow
+    from pipeline.stages import load_record, save_record
+
+    result = compare_runs({"a": "x", "b": "y"}, {"a": "x", "b": "z"}, {"a": "x", "b": "y"})
+    records: list[Any] = [
+        HardCheckSet((HardCheckRow("a", "fake", 0, "c1", "valid_json", False, "not JSON"),), 0.9),
+        JudgementSet(
+            (Judgement("a", "a", "c1", "x", "fake", 0, "j1", "pass", 4.0, "ok", True),),
+            "pass",
+            ({"item_id": "a", "verdict": "pass", "counts": {"pass": 1}, "tie": False},),
+            (),
+            (AgreementRow("Krippendorff alpha", "a, b", None, 0, "undefined"),),
+        ),
+        CanaryDrift("runs/hello-1", result, drift_alarm(result, DriftConfig())),
+        CanaryDrift("(none yet)", None, drift_alarm(result, DriftConfig()).model_copy(update={"alarm": False})),
+        SynthesisSet(
+            (PerspectiveRow("a", "fake", "skeptic", "c2", "maybe"),),
+            (PerspectiveRow("a", "fake", "synthesis", "", None),),
+        ),
+    ]
+    for index, record in enumerate(records):
+        path = tmp_path / f"{index}.json"
+        digest = save_record(path, record)
+        loaded = load_record(path, type(record))
+        assert loaded.record == record and loaded.digest == digest

@@ -106,9 +106,10 @@ class CanaryDrift:
 
 @dataclass(frozen=True)
 class PerspectiveRow(FlatRecord):
-    """One analyst role's answer to one item (or the synthesis, role '')."""
+    """One analyst role's answer to one item from one model (or the synthesis of them, role 'synthesis')."""
 
     item_id: str
+    alias: str
     role: str
     call_id: str
     text: str | None

@@ -36,7 +36,8 @@ from pipeline.evaluation.judges import (
     votes_by_item,
 )
 from pipeline.evaluation.model_runs import answers_by_item
-from pipeline.experiments.eval_records import CanaryDrift, HardCheckRow, HardCheckSet
+from pipeline.evaluation.perspectives import Role, role_messages, synthesis_messages
+from pipeline.experiments.eval_records import CanaryDrift, HardCheckRow, HardCheckSet, PerspectiveRow, SynthesisSet
 from pipeline.llm.errors import ConfigError
 from pipeline.plan import CallPlan, PlannedCall
 from pipeline.records import AgreementRow, AnswerRecord, AnswerSet, Judgement, JudgementSet
@@ -53,6 +54,9 @@ HARD_CHECKS = "hard_checks"
 JUDGE = "judge"
 JUDGEMENTS = "judgements"
 CANARY_DRIFT = "canary_drift"
+PERSPECTIVES = "perspectives"
+SYNTHESIS = "synthesis"
+SYNTHESES = "syntheses"
 FIRST_RUN = "first"
 MAX_CHANGED_IN_METADATA = 50
 MAX_LISTED_FAILURES = 50
@@ -121,6 +125,29 @@ class EvalStages:
                     ),
                 )
             )
+        if config.perspectives is not None:
+            stages += [
+                CallStage(
+                    PERSPECTIVES,
+                    (SOURCE,),
+                    self.plan_perspectives,
+                    "One call per item x analyst role x model: each role's system prompt on the item.",
+                ),
+                CallStage(
+                    SYNTHESIS,
+                    (SOURCE, PERSPECTIVES),
+                    self.plan_syntheses,
+                    "One call per item and model combining the roles' answers (planned once they are stored).",
+                ),
+                DataStage(
+                    SYNTHESES,
+                    (SOURCE, PERSPECTIVES, SYNTHESIS),
+                    self.syntheses,
+                    SynthesisSet,
+                    "Per item: every analyst role's answer and their synthesis.",
+                    role="analysis",
+                ),
+            ]
         return stages
 
     # -- hard checks ------------------------------------------------------------------------------------
@@ -302,6 +329,97 @@ class EvalStages:
         metadata["reasons"] = list(record.alarm.reasons)
         return CheckVerdict(not record.alarm.alarm, metadata, "; ".join(record.alarm.reasons))
 
+    # -- perspectives -> synthesis ----------------------------------------------------------------------
+    def _item_fields(self, item: Item) -> dict[str, Any]:
+        return {**item.fields, "item_id": item.item_id, **self.classify.kind.context()}
+
+    def _free_text_spec(
+        self, inputs: StageInputs, alias: str, item: Item, messages: list[dict[str, str]], purpose: str
+    ) -> CallSpec:
+        params = self.classify.kind.config.params
+        model = inputs.context.zoo.get(alias)
+        return CallSpec(
+            alias=alias,
+            model=model.model,
+            version=model.version,
+            api_base=model.api_base,
+            messages=tuple(messages),
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_tokens,
+            seed=params.seed,
+            item_id=item.item_id,
+            purpose=purpose,
+        )
+
+    def role_spec(self, inputs: StageInputs, alias: str, item: Item, role: Role) -> CallSpec:
+        """One role's call on one item (the same inputs always give the same call id)."""
+        messages = role_messages(self._item_fields(item), role)
+        return self._free_text_spec(inputs, alias, item, messages, f"perspective:{role.name}")
+
+    def _role_answers(self, inputs: StageInputs, alias: str, item: Item) -> dict[str, str | None]:
+        perspectives = self.classify.kind.config.perspectives
+        assert perspectives is not None
+        responses = inputs.responses(PERSPECTIVES)
+        answers: dict[str, str | None] = {}
+        for role in perspectives.roles:
+            record = responses.answer(self.role_spec(inputs, alias, item, role).call_id) if responses.current else None
+            answers[role.name] = None if record is None else record.text
+        return answers
+
+    def synthesis_spec(self, inputs: StageInputs, alias: str, item: Item) -> CallSpec | None:
+        """The item's synthesis call from its roles' stored answers; None while one is missing (and not allowed)."""
+        perspectives = self.classify.kind.config.perspectives
+        assert perspectives is not None
+        answers = self._role_answers(inputs, alias, item)
+        if any(text is None for text in answers.values()) and not perspectives.allow_missing:
+            return None  # planned by the next run, once `assay resume` has the missing role answers
+        messages = synthesis_messages(self._item_fields(item), answers, perspectives)
+        return self._free_text_spec(inputs, alias, item, messages, "synthesis")
+
+    def plan_perspectives(self, inputs: StageInputs) -> CallPlan:
+        """Items x roles x models."""
+        perspectives = self.classify.kind.config.perspectives
+        assert perspectives is not None
+        calls = [
+            PlannedCall(self.role_spec(inputs, alias, item, role), (item.item_id,))
+            for alias in inputs.context.aliases()
+            for item in self.classify.items(inputs)
+            for role in perspectives.roles
+        ]
+        return CallPlan.build(inputs.context.config.name, PERSPECTIVES, calls, inputs.input_digests([SOURCE]))
+
+    def plan_syntheses(self, inputs: StageInputs) -> CallPlan:
+        """One synthesis call per item and model whose roles have all answered."""
+        calls = []
+        for alias in inputs.context.aliases():
+            for item in self.classify.items(inputs):
+                spec = self.synthesis_spec(inputs, alias, item)
+                if spec is not None:
+                    calls.append(PlannedCall(spec, (item.item_id,)))
+        return CallPlan.build(
+            inputs.context.config.name, SYNTHESIS, calls, inputs.input_digests([SOURCE, PERSPECTIVES])
+        )
+
+    def syntheses(self, inputs: StageInputs) -> SynthesisSet:
+        """Every role's answer and the synthesis per item and model (None where a call has no answer)."""
+        perspectives = self.classify.kind.config.perspectives
+        assert perspectives is not None
+        synthesis = inputs.responses(SYNTHESIS)
+        roles: list[PerspectiveRow] = []
+        combined: list[PerspectiveRow] = []
+        for alias in inputs.context.aliases():
+            for item in self.classify.items(inputs):
+                answers = self._role_answers(inputs, alias, item)
+                for role in perspectives.roles:
+                    call_id = self.role_spec(inputs, alias, item, role).call_id
+                    roles.append(PerspectiveRow(item.item_id, alias, role.name, call_id, answers[role.name]))
+                spec = self.synthesis_spec(inputs, alias, item)
+                record = synthesis.answer(spec.call_id) if spec is not None and synthesis.current else None
+                text = None if record is None else record.text
+                combined.append(PerspectiveRow(item.item_id, alias, SYNTHESIS, spec.call_id if spec else "", text))
+        return SynthesisSet(tuple(roles), tuple(combined))
+
     # -- report -----------------------------------------------------------------------------------------
     def report_sections(self, inputs: StageInputs, answers: AnswerSet) -> list[str]:
         """Markdown sections of the evaluation stages present in this experiment."""
@@ -313,6 +431,8 @@ class EvalStages:
             sections += judge_section(inputs.record(JUDGEMENTS, JudgementSet))
         if config.canary is not None:
             sections += canary_section(inputs.record(CANARY_DRIFT, CanaryDrift))
+        if config.perspectives is not None:
+            sections += synthesis_section(inputs.record(SYNTHESES, SynthesisSet))
         return sections
 
 
@@ -342,6 +462,21 @@ def baseline_answers(folder: Path) -> dict[str, Any]:
     lines = (folder / "outputs" / "results.jsonl").read_text(encoding="utf-8").splitlines()
     rows = [AnswerRecord.from_json(json.loads(line)) for line in lines if line.strip()]
     return answers_by_item(rows)
+
+
+def synthesis_section(record: SynthesisSet) -> list[str]:
+    """Markdown: per item and model, how many roles answered and the synthesis (shortened)."""
+    answered: dict[tuple[str, str], int] = defaultdict(int)
+    roles: dict[tuple[str, str], int] = defaultdict(int)
+    for row in record.perspectives:
+        roles[(row.item_id, row.alias)] += 1
+        answered[(row.item_id, row.alias)] += row.text is not None
+    lines = ["## Perspectives and synthesis", "", "| item | model | roles answered | synthesis |", "|---|---|---:|---|"]
+    for row in record.syntheses:
+        key = (row.item_id, row.alias)
+        text = "(not yet: a role's answer or the synthesis call is missing)" if row.text is None else _cell(row.text)
+        lines.append(f"| {row.item_id} | {row.alias} | {answered[key]}/{roles[key]} | {text} |")
+    return [*lines, "", f"Full texts: stages/{SYNTHESES}.json; every call: assay trace <call id>.", ""]
 
 
 def canary_section(record: CanaryDrift) -> list[str]:
