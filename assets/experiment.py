@@ -28,6 +28,7 @@ from jobs.partition_order import partitions_name
 from pipeline.config import ExperimentConfig
 from pipeline.context import ExperimentContext
 from pipeline.stages import CallStage, DataStage, Segment, StageGraph
+from schedules.canary import experiment_schedules
 from schedules.partition_order import keep_failed_calls_together_sensor
 
 
@@ -114,6 +115,7 @@ def build_experiment_definitions(source: str) -> ExperimentDefinitions:
                     partitions_def=partitions[stage.name],
                 )
             )
+    schedules = experiment_schedules(config, all_job_name(config))
     stage_of_job = {calls_job_name(config, stage.name): stage.name for stage in graph.call_stages}
     sensors = [keep_failed_calls_together_sensor(source, prefix, stage_of_job)]
-    return ExperimentDefinitions(config, graph, list(assets.values()), checks, jobs, partitions, sensors=sensors)
+    return ExperimentDefinitions(config, graph, list(assets.values()), checks, jobs, partitions, schedules, sensors)

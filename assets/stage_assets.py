@@ -30,7 +30,7 @@ from dagster import (
 
 from pipeline.call_stages import load_plan, plan_call_stage, run_budget
 from pipeline.runner import CallOutcome, StopReason, current_hooks
-from pipeline.stages import CallStage, DataStage, StageInputs, run_data_stage
+from pipeline.stages import CallStage, DataStage, StageCheck, StageInputs, run_data_stage
 from pipeline.worker import call_runner_for
 from resources.assay import AssayResource
 
@@ -64,8 +64,9 @@ def data_stage_asset(
                 metadata[name] = MetadataValue.path(metadata[name])
         return MaterializeResult(metadata=metadata)
 
+    checks = [stage_check(experiment, stage, check, _data) for check in stage.checks]
     if stage.role != "source":
-        return _data, []
+        return _data, checks
 
     @asset_check(
         asset=_data,
@@ -89,7 +90,29 @@ def data_stage_asset(
             description=None if validation.success else f"input check failed: {', '.join(failed)}; fix the input file",
         )
 
-    return _data, [_items_check]
+    return _data, [_items_check, *checks]
+
+
+def stage_check(
+    experiment: str, stage: DataStage, check: StageCheck, asset_def: AssetsDefinition
+) -> AssetChecksDefinition:
+    """A stage's declared check as an asset check: its verdict's metadata (observed value, threshold) on the UI."""
+
+    @asset_check(asset=asset_def, name=check.name, description=check.description, blocking=check.blocking)
+    def _check(context: AssetCheckExecutionContext, assay: AssayResource) -> AssetCheckResult:
+        exp = assay.context(experiment)
+        own = exp.graph.get(stage.name)  # as this run's overrides declare it
+        assert isinstance(own, DataStage)
+        evaluate = next(c.evaluate for c in own.checks if c.name == check.name)
+        verdict = evaluate(StageInputs(exp, exp.graph, context.op_execution_context.run_id))
+        return AssetCheckResult(
+            passed=verdict.passed,
+            severity=AssetCheckSeverity.ERROR,
+            metadata=dict(verdict.metadata),
+            description=verdict.description or None,
+        )
+
+    return _check
 
 
 def call_plan_asset(
@@ -202,7 +225,9 @@ def call_responses_asset(
                     hooks.on_outcome(outcome)
                 if outcome.ok:
                     yield AssetMaterialization(
-                        asset_key=context.asset_key, partition=key_of[outcome.call_id], metadata=call_metadata(outcome)
+                        asset_key=context.asset_key,
+                        partition=key_of[outcome.call_id],
+                        metadata=call_metadata(outcome, key_of[outcome.call_id]),
                     )
                 elif shown < MAX_FAILURE_LINES and outcome.error_type != "BudgetExceeded":
                     shown += 1
@@ -244,8 +269,9 @@ def call_responses_asset(
     return _responses
 
 
-def call_metadata(outcome: CallOutcome) -> dict[str, Any]:
-    """A call partition's materialization metadata: who answered, tokens, cost, latency, and how to see it."""
+def call_metadata(outcome: CallOutcome, partition_key: str) -> dict[str, Any]:
+    """A call partition's materialization metadata: who answered, tokens, cost, latency, and the command that
+    shows its request, answer and attempts (`assay trace <partition key>`)."""
     result = outcome.result
     assert result is not None
     metadata: dict[str, Any] = {
@@ -258,6 +284,7 @@ def call_metadata(outcome: CallOutcome) -> dict[str, Any]:
         "attempts": result.attempts,
         "from_store": result.from_store,
         "call_id": outcome.call_id,
+        "trace": f"assay trace {partition_key}",
     }
     if result.call_id != outcome.call_id:
         metadata["answered_by_call_id"] = result.call_id  # a fallback model answered (its own stored call)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from jobs import cli_eval
 from pipeline.config import REPO_ROOT
 from pipeline.llm.errors import AssayError
 
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_a")
     compare.add_argument("run_b")
     compare.add_argument("--output", help="markdown file to write (default: <run_b>/outputs/compare.md)")
+    cli_eval.add_commands(sub)
     return parser
 
 
@@ -170,6 +172,9 @@ def _main(argv: Sequence[str] | None) -> int:
             from pipeline.report.compare import compare_runs_cli
 
             return compare_runs_cli(Path(args.run_a), Path(args.run_b), Path(args.output) if args.output else None)
+        handled = cli_eval.run(args)
+        if handled is not None:
+            return handled
         experiment = args.experiment
         overrides = overrides_from_args(args)
         if getattr(args, "config", None):

@@ -14,10 +14,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from pipeline.evaluation.checks import ChecksConfig
+from pipeline.evaluation.drift_config import DriftConfig
+from pipeline.evaluation.judges import JudgeConfig as RubricJudgeConfig
+from pipeline.evaluation.perspectives import PerspectivesConfig
 from pipeline.llm.errors import ConfigError
 from pipeline.secrets import DEFAULT_KEY_ENV, register_secret_env_names
+from pipeline.strict import StrictModel
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_FILE = REPO_ROOT / "configs" / "models.yaml"
@@ -34,12 +39,6 @@ def assay_home() -> Path:
 
 _T = TypeVar("_T", bound=BaseModel)
 _ENV_REF = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
-
-
-class StrictModel(BaseModel):
-    """Base for config objects: unknown keys are errors (a typo must not be silently ignored)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Price(StrictModel):
@@ -362,6 +361,12 @@ class GenerationParams(StrictModel):
     max_tokens: int = Field(256, ge=1)
     seed: int | None = 0
     repeats: int = Field(1, ge=1, le=100, description="Times each prompt is asked (repeat index is hashed).")
+    repeat_offset: int = Field(
+        0,
+        ge=0,
+        description="Added to every repeat index: a canary run asks the same prompts again as new calls, where the "
+        "store would otherwise answer them from the archive (the schedule sets it to the run's date).",
+    )
 
 
 class OutputConfig(StrictModel):
@@ -392,16 +397,33 @@ class RunConfig(StrictModel):
     items_per_prompt: int = Field(1, ge=1, le=100, description="Items sent in one prompt (answers matched back).")
 
 
-class JudgeConfig(StrictModel):
-    """An LLM judge stage: one call per valid answer and judge model, answering {"verdict", "reason"}."""
+class JudgeConfig(RubricJudgeConfig):
+    """The judge stage: every valid answer graded by each judge model, `repeats` times, with the rubric judge of
+    pipeline/evaluation/judges.py (rubric, score scale, verdicts; the first verdict means "the answer is right")."""
 
-    models: list[str] = Field(description="Zoo aliases of the judges (or 'auto').")
-    system: str = Field(
-        'You grade answers. Reply with JSON only: {{"verdict": "correct" or "incorrect", "reason": "<one sentence>"}}.',
-        description="System message of every judge call.",
+    models: list[str] = Field(min_length=1, description="Zoo aliases of the judges (or 'auto'); several = a vote.")
+    repeats: int = Field(1, ge=1, le=20, description="Judgements per answer and judge; k > 1 exposes flaky items.")
+    max_tokens: int = Field(200, ge=1, description="Output budget of one judgement.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Of every judgement; above 0 lets repeats differ.")
+    show_expected: bool = Field(
+        False,
+        description="Fill {expected} with the gold answer. False: the judge grades blind, so its agreement with "
+        "gold measures the judge.",
     )
-    user: str = Field(description="Judge prompt; {answer} holds the answer's label, item fields fill the rest.")
-    max_tokens: int = Field(120, ge=1, description="Output budget of one verdict.")
+
+
+class CanaryConfig(StrictModel):
+    """A canary: the experiment re-run on a schedule against pinned models and compared with a baseline run."""
+
+    cron: str = Field(description="When the canary runs (cron, e.g. '0 6 * * *'); a Dagster schedule per experiment.")
+    models: list[str] = Field(min_length=1, description="Zoo aliases (pinned in configs/models.yaml) it runs on.")
+    baseline: str = Field(
+        description="The baseline run: a run folder (runs/<name>-...), or 'first' = the first canary run's answers, "
+        "kept under .assay/work/<name>/canary_baseline.json."
+    )
+    timezone: str = Field("UTC", description="Time zone of `cron`.")
+    running: bool = Field(False, description="Start the schedule switched on (else switch it on in the UI).")
+    drift: DriftConfig = Field(default_factory=DriftConfig, description="When the drift check fails.")
 
 
 class ExperimentConfig(StrictModel):
@@ -418,6 +440,11 @@ class ExperimentConfig(StrictModel):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     judge: JudgeConfig | None = Field(None, description="Grade every valid answer with LLM judges (a call stage).")
+    checks: ChecksConfig | None = Field(None, description="Hard checks of every answer, and the pass rate to reach.")
+    canary: CanaryConfig | None = Field(None, description="A scheduled canary compared with a baseline run.")
+    perspectives: PerspectivesConfig | None = Field(
+        None, description="Analyst roles answering each item, then a synthesis call per item (two call stages)."
+    )
 
     @property
     def asset_prefix(self) -> str:

@@ -11,11 +11,13 @@ import hashlib
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.calls import canonical_json
-from pipeline.config import PromptConfig
 from pipeline.llm.errors import ConfigError
+
+if TYPE_CHECKING:  # pipeline.config imports config sections that render prompts (evaluation.judges)
+    from pipeline.config import PromptConfig
 
 
 @dataclass(frozen=True)

@@ -227,41 +227,90 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class Judgement:
-    """One judge's verdict on one answer."""
+    """One judge's reading of one answer, one repeat (pipeline.evaluation.judges.parse_judgement)."""
 
     item_id: str
+    unit: str
+    """What is voted on: the item id, or `<item>/<alias>/r<repeat>` when an item has several answers."""
     answer_call_id: str
+    answer: str
+    """The answer judged (its label)."""
+    judge: str
+    """The judge model's alias."""
+    repeat: int
     judge_call_id: str
-    judge_alias: str
     verdict: str | None
     score: float | None
     reason: str
     valid: bool
+    error: str = ""
+    """Why the judgement could not be read, or 'no stored response' ('' when valid)."""
+
+
+@dataclass(frozen=True)
+class AgreementRow:
+    """One agreement figure: between judges, between a judge's repeats, or of a judge (or the vote) with gold."""
+
+    measure: str
+    """'Cohen kappa', 'Fleiss kappa', 'Krippendorff alpha', 'accuracy vs gold', 'Cohen kappa vs gold'."""
+    raters: str
+    value: float | None
+    """None when undefined (the reason is in `note`)."""
+    n: int
+    note: str = ""
 
 
 @dataclass(frozen=True)
 class JudgementSet:
-    """The judge stage's verdicts, with agreement against gold where gold exists."""
+    """The judge stage: every judgement, the majority vote per answer, flaky answers and agreement figures."""
 
     record_type: ClassVar[str] = "judgements"
-    format_version: ClassVar[int] = 1
+    format_version: ClassVar[int] = 2
 
     rows: tuple[Judgement, ...]
+    positive_verdict: str = ""
+    """The verdict that means "the answer is right" (the config's first verdict)."""
+    votes: tuple[dict[str, Any], ...] = ()
+    """pipeline.evaluation.judges.Vote per unit, as JSON."""
+    flaky: tuple[dict[str, Any], ...] = ()
+    """pipeline.evaluation.judges.FlakyItem per (unit, judge) whose repeats disagree, as JSON."""
+    agreement: tuple[AgreementRow, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able fields."""
-        return {"rows": [asdict(row) for row in self.rows]}
+        return {
+            "rows": [asdict(row) for row in self.rows],
+            "positive_verdict": self.positive_verdict,
+            "votes": list(self.votes),
+            "flaky": list(self.flaky),
+            "agreement": [asdict(row) for row in self.agreement],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JudgementSet:
         """Inverse of `to_json`."""
-        return cls(tuple(Judgement(**row) for row in data["rows"]))
+        return cls(
+            tuple(Judgement(**row) for row in data["rows"]),
+            data["positive_verdict"],
+            tuple(data["votes"]),
+            tuple(data["flaky"]),
+            tuple(AgreementRow(**row) for row in data["agreement"]),
+        )
 
     def metadata(self) -> dict[str, Any]:
         """Shown on the asset."""
         judged = [row for row in self.rows if row.valid]
-        correct = sum(row.verdict == "correct" for row in judged)
-        return {"judged": len(judged), "unjudged": len(self.rows) - len(judged), "judged_correct": correct}
+        positive = sum(row.verdict == self.positive_verdict for row in judged)
+        out: dict[str, Any] = {
+            "judged": len(judged),
+            "unjudged": len(self.rows) - len(judged),
+            f"judged_{self.positive_verdict or 'positive'}": positive,
+            "flaky": len(self.flaky),
+        }
+        for row in self.agreement:
+            if row.value is not None:
+                out[f"{row.measure} ({row.raters})"] = round(row.value, 4)
+        return out
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,33 @@ R = TypeVar("R", bound=StageRecord)
 
 
 @dataclass(frozen=True)
+class CheckVerdict:
+    """What a stage check found: passed or not, the figures behind it (observed value, threshold, items)."""
+
+    passed: bool
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    """One line shown when it fails: what was found and what was expected."""
+
+
+@dataclass(frozen=True)
+class StageCheck:
+    """A check of a data stage's record, run after the stage (an asset check in Dagster).
+
+    Attributes:
+        name: the check's name (unique within the stage).
+        evaluate: reads the stage's record (and any upstream one) and returns a CheckVerdict.
+        description: one line, shown in the Dagster UI.
+        blocking: True stops downstream stages of the same run when it fails.
+    """
+
+    name: str
+    evaluate: Callable[[StageInputs], CheckVerdict]
+    description: str
+    blocking: bool = False
+
+
+@dataclass(frozen=True)
 class DataStage:
     """A pure function of upstream records.
 
@@ -64,6 +91,7 @@ class DataStage:
         record_class: the type `compute` returns (has `from_json`).
         description: one line, shown in the Dagster UI.
         role: 'source' (gets an input check), 'analysis' (the report depends on it), 'report', or 'data'.
+        checks: checks of the record, each an asset check on the stage's asset.
     """
 
     name: str
@@ -72,6 +100,7 @@ class DataStage:
     record_class: type[Any]
     description: str
     role: StageRole = "data"
+    checks: tuple[StageCheck, ...] = ()
 
 
 @dataclass(frozen=True)

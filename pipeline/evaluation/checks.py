@@ -30,7 +30,6 @@ from typing import Annotated, Any, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.config import validate_as
 from pipeline.evaluation.answers import is_number
 from pipeline.evaluation.records import Record
 from pipeline.extract import extract_json
@@ -365,6 +364,8 @@ class ChecksConfig(BaseModel):
 
 def load_checks(data: Mapping[str, Any], source: str = "checks") -> ChecksConfig:
     """Validate a `{checks: [...], min_pass_rate: ...}` mapping; errors name `source`, the field and the fix."""
+    from pipeline.config import validate_as  # pipeline.config imports this module for ExperimentConfig.checks
+
     return validate_as(ChecksConfig, data, source)
 
 

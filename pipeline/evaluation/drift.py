@@ -12,30 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field
-
-from pipeline.config import StrictModel
 from pipeline.evaluation.answers import answers_match, normalize_answer
+from pipeline.evaluation.drift_config import DriftConfig
 from pipeline.evaluation.records import Record
 from pipeline.stats.paired import McNemarResult, mcnemar_test
 from pipeline.stats.proportions import Interval, wilson_interval
 
 __all__ = ["ChangedItem", "DriftAlarm", "DriftConfig", "DriftResult", "compare_runs", "drift_alarm"]
-
-
-class DriftConfig(StrictModel):
-    """When a canary run counts as drifted from its baseline."""
-
-    min_agreement: float = Field(
-        0.95, ge=0, le=1, description="Alarm when fewer than this share of items get the same answer as the baseline."
-    )
-    max_accuracy_drop: float = Field(
-        0.02, ge=0, le=1, description="Alarm when accuracy falls by more than this (0.02 = 2 points); needs gold."
-    )
-    alpha: float = Field(
-        0.05, gt=0, lt=1, description="Alarm when McNemar's test finds an accuracy drop at this significance."
-    )
-    max_missing: int = Field(0, ge=0, description="Alarm when more baseline items than this lack a canary answer.")
 
 
 class ChangedItem(Record):

@@ -24,11 +24,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.config import StrictModel
 from pipeline.evaluation.records import Record
 from pipeline.extract import extract_json
 from pipeline.llm.errors import OutputValidationError
 from pipeline.prompts import render, template_fields
+from pipeline.strict import StrictModel
 
 __all__ = [
     "FlakyItem",

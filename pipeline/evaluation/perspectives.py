@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from pipeline.config import StrictModel
 from pipeline.prompts import render
+from pipeline.strict import StrictModel
 
 __all__ = ["PerspectivesConfig", "Role", "role_messages", "synthesis_messages"]
 

@@ -212,7 +212,7 @@ class ClassifyExperiment(ReportHooks):
         calls: list[PlannedCall] = []
         for alias in aliases:
             model = zoo.get(alias)
-            for repeat in range(params.repeats):
+            for repeat in range(params.repeat_offset, params.repeat_offset + params.repeats):
                 for chunk in chunks:
                     ids = tuple(item.item_id for item in chunk)
                     schema = self.answer_schema() if size == 1 else self.batch_schema(ids)

@@ -1,9 +1,10 @@
 """The stages of the classify family (classify, assign_cat) as functions of upstream records.
 
     source_snapshot -> llm (calls) -> extractions -> repair (calls) -> answers -> evaluation -> report
-                                                                         \\-> judge (calls) -> judgements /
+                                                                         \\-> evaluation-loop stages /
 
-`repair` exists when `output.repair` is on, `judge` when the experiment file has a `judge:` section.
+`repair` exists when `output.repair` is on; the evaluation loop's stages (hard checks, judges, canary drift,
+perspectives and synthesis) when the experiment file has their section (pipeline/experiments/eval_stages.py).
 Each function reads its inputs through StageInputs and returns a typed record; none calls back into a
 caller. A failed or missing call is a missing row, never a crash.
 """
@@ -11,22 +12,18 @@ caller. A failed or missing call is a missing row, never a crash.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.data.loaders import Item
 from pipeline.data.snapshot import read_snapshot, write_snapshot
-from pipeline.extract import extract_json
-from pipeline.llm.errors import ConfigError, OutputValidationError
+from pipeline.llm.errors import ConfigError
 from pipeline.plan import CallPlan, PlannedCall
-from pipeline.prompts import render
 from pipeline.records import (
     AnswerRecord,
     AnswerSet,
     Evaluation,
-    Judgement,
-    JudgementSet,
     ModelMetrics,
     ReportRecord,
     SourceRecord,
@@ -36,6 +33,7 @@ from pipeline.stats.metrics import accuracy_with_ci
 
 if TYPE_CHECKING:
     from pipeline.experiments.base import ClassifyExperiment, ItemAnswer
+    from pipeline.experiments.eval_stages import EvalStages
     from pipeline.store import StoredResponse
 
 SOURCE, PRIMARY, EXTRACTIONS, REPAIR, ANSWERS, EVALUATION, JUDGE, JUDGEMENTS, REPORT = (
@@ -113,18 +111,7 @@ class ClassifyStages:
                 role="analysis",
             )
         )
-        if config.judge is not None:
-            stages += [
-                CallStage(JUDGE, (SOURCE, ANSWERS), self.plan_judges, "One judge call per valid answer and judge."),
-                DataStage(
-                    JUDGEMENTS,
-                    (JUDGE, ANSWERS, SOURCE),
-                    self.judgements,
-                    JudgementSet,
-                    "Judges' verdicts per answer, and their agreement with gold.",
-                    role="analysis",
-                ),
-            ]
+        stages += self.evaluation_stages().declare()
         analyses = [stage.name for stage in stages if isinstance(stage, DataStage) and stage.role == "analysis"]
         calls = [stage.name for stage in stages if isinstance(stage, CallStage)]
         stages.append(
@@ -138,6 +125,12 @@ class ClassifyStages:
             )
         )
         return stages
+
+    def evaluation_stages(self) -> EvalStages:
+        """The evaluation loop's optional stages (hard checks, judges, canary, perspectives)."""
+        from pipeline.experiments.eval_stages import EvalStages
+
+        return EvalStages(self)
 
     # -- source -----------------------------------------------------------------------------------------
     def snapshot(self, inputs: StageInputs) -> SourceRecord:
@@ -285,67 +278,6 @@ class ClassifyStages:
             )
         return Evaluation(self.kind.config.name, self.kind.prompts.version, models)
 
-    # -- judges -----------------------------------------------------------------------------------------
-    def plan_judges(self, inputs: StageInputs) -> CallPlan:
-        """One call per valid answer and judge model: the text, the answer and the rubric."""
-        judge = self.kind.config.judge
-        assert judge is not None
-        context = inputs.context
-        items = {item.item_id: item for item in self.items(inputs)}
-        calls: list[PlannedCall] = []
-        for alias in [context.resolve_alias(a) for a in judge.models]:
-            model = context.zoo.get(alias)
-            for row in inputs.record(ANSWERS, AnswerSet).rows:
-                item = items.get(row.item_id)
-                if row.status != "ok" or item is None:
-                    continue
-                fields = {**item.fields, "item_id": item.item_id, "answer": row.label or "", **self.kind.context()}
-                messages = [{"role": "system", "content": render(judge.system, fields, "judge.system")}]
-                messages.append({"role": "user", "content": render(judge.user, fields, "judge.user")})
-                from pipeline.calls import CallSpec
-
-                spec = CallSpec(
-                    alias=alias,
-                    model=model.model,
-                    version=model.version,
-                    api_base=model.api_base,
-                    messages=tuple(messages),
-                    temperature=0.0,
-                    max_tokens=judge.max_tokens,
-                    response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": VERDICT}},
-                    seed=0,
-                    repeat=row.repeat,
-                    item_id=row.item_id,
-                    purpose=f"judge:{row.call_id}",
-                )
-                calls.append(PlannedCall(spec, (row.item_id,)))
-        return CallPlan.build(context.config.name, JUDGE, calls, inputs.input_digests([ANSWERS]))
-
-    def judgements(self, inputs: StageInputs) -> JudgementSet:
-        """Each judge call's verdict (invalid ones kept with the reason)."""
-        responses = inputs.responses(JUDGE)
-        rows: list[Judgement] = []
-        for call in responses.plan.calls:
-            record = responses.answer(call.call_id)
-            answer_call = call.spec.purpose.removeprefix("judge:")
-            if record is None:
-                rows.append(
-                    Judgement(call.item_ids[0], answer_call, call.call_id, call.spec.alias, None, None, "", False)
-                )
-                continue
-            try:
-                value = extract_json(record.text)
-                verdict = value.get("verdict") if isinstance(value, dict) else None
-                valid = verdict in VERDICT["properties"]["verdict"]["enum"]
-                reason = str(value.get("reason", "")) if isinstance(value, dict) else ""
-            except OutputValidationError as exc:
-                verdict, valid, reason = None, False, str(exc)
-            score = 1.0 if verdict == "correct" else 0.0 if valid else None
-            rows.append(
-                Judgement(call.item_ids[0], answer_call, call.call_id, record.alias_used, verdict, score, reason, valid)
-            )
-        return JudgementSet(tuple(rows))
-
     # -- report -----------------------------------------------------------------------------------------
     def report(self, inputs: StageInputs) -> ReportRecord:
         """The run folder and the reports (pipeline/report/runs.py)."""
@@ -354,9 +286,7 @@ class ClassifyStages:
         context = inputs.context
         answers = inputs.record(ANSWERS, AnswerSet)
         evaluation = inputs.record(EVALUATION, Evaluation)
-        sections: list[str] = []
-        if self.kind.config.judge is not None:
-            sections = judge_section(inputs.record(JUDGEMENTS, JudgementSet), answers, self.items(inputs))
+        sections = self.evaluation_stages().report_sections(inputs, answers)
         primary = inputs.responses(PRIMARY).plan
         written = write_report(
             ReportInputs(
@@ -380,36 +310,6 @@ class ClassifyStages:
             dagster_run_id=inputs.run_id,
         )
         return ReportRecord(str(written.run_folder), str(written.report_md), written.status)
-
-
-VERDICT: dict[str, Any] = {
-    "type": "object",
-    "properties": {"verdict": {"type": "string", "enum": ["correct", "incorrect"]}, "reason": {"type": "string"}},
-    "required": ["verdict", "reason"],
-    "additionalProperties": False,
-}
-"""Schema of a judge's answer."""
-
-
-def judge_section(judgements: JudgementSet, answers: AnswerSet, items: Sequence[Item]) -> list[str]:
-    """Markdown: verdicts per judge, and how often a judge agrees with gold about an answer's correctness."""
-    gold = {item.item_id: item.gold for item in items}
-    labels = {row.call_id + "/" + row.item_id: row.label for row in answers.rows}
-    lines = ["## Judges", "", "| judge | judged | correct | agrees with gold |", "|---|---|---|---|"]
-    by_judge: dict[str, list[Judgement]] = defaultdict(list)
-    for row in judgements.rows:
-        by_judge[row.judge_alias].append(row)
-    for alias, rows in sorted(by_judge.items()):
-        valid = [row for row in rows if row.valid]
-        with_gold = [row for row in valid if gold.get(row.item_id)]
-        agree = sum(
-            (row.verdict == "correct") == (labels.get(row.answer_call_id + "/" + row.item_id) == gold[row.item_id])
-            for row in with_gold
-        )
-        rate = f"{agree}/{len(with_gold)}" if with_gold else "n/a"
-        correct = sum(row.verdict == "correct" for row in valid)
-        lines.append(f"| {alias} | {len(valid)} | {correct} | {rate} |")
-    return [*lines, ""]
 
 
 def missing_rows(call: PlannedCall) -> list[AnswerRecord]:
