@@ -48,7 +48,7 @@ ISSUE_FILES = {
     "stats_summary.json",
     "final_report.md",
 }
-KEY_SHAPE = re.compile(rb"sk-[A-Za-z0-9_-]{8,}")
+KEY_SHAPE = re.compile(rb"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{16,}")  # not the "sk-" of "risk-fairness"
 
 
 def set_flags(*flags: str) -> list[str]:
@@ -173,7 +173,7 @@ def test_unbiased_fake_no_difference_after_correction_and_no_secret_in_any_file(
     assert main(flags) == 0
     assert server.total() == CALLS
     out = capsys.readouterr().out
-    assert re.search(r"assay: llm: estimated \$\d+\.\d{4} for 96 calls \(priced: keyed\)", out), out
+    assert re.search(r"assay: llm: estimated \$\d+\.\d{4} for 96 calls \(priced: openai/fake-model\)", out), out
 
     folder = run_folder(tmp_path)
     check_issue_files(folder)
