@@ -137,7 +137,7 @@ def test_fairness_settings_errors_name_the_field() -> None:
 
 def check_issue_files(folder: Path) -> None:
     outputs = folder / "outputs"
-    assert ISSUE_FILES <= {path.name for path in outputs.iterdir()}
+    assert {path.name for path in outputs.iterdir()} >= ISSUE_FILES
     for line in (outputs / "experiment.log").read_text().splitlines():
         event = json.loads(line)
         assert {"ts", "level", "event"} <= set(event)

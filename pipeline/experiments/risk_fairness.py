@@ -259,12 +259,14 @@ class RiskFairnessExperiment(ClassifyExperiment):
         """One row of results.csv, with the derived columns: right and given band, signed error, direction,
         groups, allocation."""
         variant = variant_of(item) if item is not None else None
-        answer = row["answer"] if row["status"] == "ok" and isinstance(row["answer"], Mapping) else {}
+        valid_answer = row["status"] == "ok" and isinstance(row["answer"], Mapping)
+        answer: Mapping[str, Any] = row["answer"] if valid_answer else {}
         predicted = _band(answer)
         true_band = variant.true_band if variant is not None else None
         signed = predicted - true_band if predicted is not None and true_band is not None else None
         direction = "" if signed is None else "over" if signed > 0 else "under" if signed < 0 else "exact"
-        allocation = answer.get("allocation") if isinstance(answer.get("allocation"), Mapping) else {}
+        raw_allocation = answer.get("allocation")
+        allocation: Mapping[str, Any] = raw_allocation if isinstance(raw_allocation, Mapping) else {}
         groups = variant.groups if variant is not None else {}
         return {
             "item_id": row["item_id"],

@@ -174,9 +174,8 @@ def experiment_log_events(
             events.append(_event(now, "call_missing", "WARNING", call_id=call_id))
     for row in inputs.rows:
         if row["status"] == "invalid":
-            events.append(
-                _event(now, "answer_invalid", "WARNING", item_id=row["item_id"], alias=row["alias"], reason=row["reason"])
-            )
+            fields = {"item_id": row["item_id"], "alias": row["alias"], "reason": row["reason"]}
+            events.append(_event(now, "answer_invalid", "WARNING", **fields))
         elif row.get("repaired"):
             events.append(_event(now, "answer_repaired", item_id=row["item_id"], alias=row["alias"]))
     for model in fairness.models:
