@@ -52,9 +52,12 @@ VARIANT_FIELD = "variant"
 
 
 def variant_item(variant: ProfileVariant) -> Item:
-    """The item of one variant: the prompt fields, a one-line `text`, the variant record; gold = the right band."""
+    """The item of one variant: the client's prompt fields, a one-line `text`, the variant record; gold = the
+    right band. ``{scoring_rule}`` comes from the kind's context()."""
     item = profile_item(variant)
     fields = dict(item.fields)
+    # The same for every item: the kind's context() supplies it, so the snapshot does not repeat it per variant.
+    del fields["scoring_rule"]
     record = {key: value for key, value in variant.to_record().items() if key != "true_band"}
     fields["text"] = (
         f"{fields['name']}, {fields['age']}: income {fields['income']}, net worth {fields['net_worth']}, "
@@ -201,8 +204,10 @@ class RiskFairnessExperiment(ClassifyExperiment):
 
     # -- prompts and schema -----------------------------------------------------------------------------
     def context(self) -> dict[str, Any]:
-        """No experiment-level fields: each item carries its own (the scoring rule among them)."""
-        return {}
+        """The scoring rule ({scoring_rule}); the client's fields come with each item."""
+        from pipeline.data.profiles import scoring_rule_markdown
+
+        return {"scoring_rule": scoring_rule_markdown()}
 
     def answer_schema(self) -> dict[str, Any]:
         """risk_prompt.ANSWER_SCHEMA (output.json_schema, when set, wins)."""
