@@ -229,6 +229,8 @@ class ExperimentLauncher:
     def _prepare(self, segment: Segment) -> bool:
         """Run a segment job; True when a failed blocking check (the budget) stopped it."""
         result = self._execute(segment_job_name(self.context.config, segment))
+        if segment.call_stage is not None:
+            self._print_estimate(segment.call_stage, result.run_id)
         failed_check = self._failed_check(result)
         if failed_check:
             print(f"assay: error: {failed_check}", file=sys.stderr)
@@ -236,6 +238,23 @@ class ExperimentLauncher:
         if not result.success:
             raise ConfigError(self._failure_text(result))
         return False
+
+    def _print_estimate(self, stage: CallStage, run_id: str) -> None:
+        """`estimated $X for N calls (priced: model)`, from the plan this run just materialized (before any call)."""
+        key = AssetKey([self.context.config.asset_prefix, stage.plan_asset])
+        event = self.instance.get_latest_materialization_event(key)
+        materialization = event.asset_materialization if event is not None else None
+        if event is None or materialization is None or event.run_id != run_id:
+            return  # the plan step failed: the failure is reported instead
+        values = {name: entry.value for name, entry in materialization.metadata.items()}
+        to_send = int(str(values.get("calls", 0))) - int(str(values.get("already_stored", 0)))
+        if to_send <= 0 and stage.name != self.graph.call_stages[0].name:
+            return  # nothing to send in a later stage (e.g. no answer needs repair): no line
+        cost = float(str(values.get("estimated_cost_usd", 0.0)))
+        print(
+            f"assay: {stage.name}: estimated ${cost:.4f} for {to_send} calls (priced: {values.get('priced_models')})",
+            flush=True,
+        )
 
     def _analyse(self, stopped: StopReason) -> int:
         analysis = [segment for segment in self.graph.segments() if segment.call_stage is None][0]

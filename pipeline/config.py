@@ -426,12 +426,70 @@ class CanaryConfig(StrictModel):
     drift: DriftConfig = Field(default_factory=DriftConfig, description="When the drift check fails.")
 
 
+class FairnessSection(StrictModel):
+    """Settings of the risk_fairness kind: the client profiles it generates and the audit of the answers.
+
+    Both parts are the domain's own models, validated here when a file has this section. They are imported
+    only then: importing them at the top would load numpy and scipy into every process that reads a config
+    (the call worker among them).
+    """
+
+    profiles: Any = Field(
+        None,
+        validate_default=True,
+        description="pipeline.data.profiles.ProfileSampleConfig: n_profiles, seed, design (counterfactual | "
+        "independent), vary (attributes crossed in the counterfactual design).",
+    )
+    audit: Any = Field(
+        None,
+        validate_default=True,
+        description="pipeline.stats.fairness.FairnessConfig: attributes, intersectional, min_cell_size, "
+        "bootstrap_resamples, monte_carlo_resamples, seed, alpha, confidence_level, correction, calibration_bins.",
+    )
+
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _profiles(cls, value: Any) -> Any:
+        from pipeline.data.profiles import ProfileSampleConfig
+
+        return _nested_model(ProfileSampleConfig, value)
+
+    @field_validator("audit", mode="before")
+    @classmethod
+    def _audit(cls, value: Any) -> Any:
+        from pipeline.stats.fairness import FairnessConfig
+
+        return _nested_model(FairnessConfig, value)
+
+
+def _nested_model(cls: type[_T], value: Any) -> _T:
+    """`value` (a mapping, None for the defaults, or already a `cls`) as `cls`; problems as one line each."""
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls.model_validate(value if value is not None else {})
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(part) for part in problem['loc']) or '(section)'}: "
+            f"{problem['msg'].removeprefix('Value error, ')}"
+            for problem in exc.errors()
+        ]
+        raise ValueError("; ".join(problems)) from None
+
+
+KIND_DEFAULT_PROMPTS: dict[str, str] = {"risk_fairness": "pipeline.data.risk_prompt"}
+"""Kinds that ship their own prompts: a module with SYSTEM_TEMPLATE and USER_TEMPLATE, used when the experiment
+file has no `prompts` section (so the prompt version still hashes the templates that are sent)."""
+
+
 class ExperimentConfig(StrictModel):
     """One experiment: becomes a Dagster asset group `<name>` and a job `<name>_job`."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", description="Asset group and key prefix.")
     description: str = ""
-    kind: str = Field("classify", description="Experiment logic in pipeline/experiments/: classify | assign_cat.")
+    kind: str = Field(
+        "classify", description="Experiment logic in pipeline/experiments/: classify | assign_cat | risk_fairness."
+    )
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     prompts: PromptConfig
     models: list[str] = Field(default_factory=lambda: [AUTO_MODEL], description="Zoo aliases, or 'auto'.")
@@ -445,6 +503,19 @@ class ExperimentConfig(StrictModel):
     perspectives: PerspectivesConfig | None = Field(
         None, description="Analyst roles answering each item, then a synthesis call per item (two call stages)."
     )
+    fairness: FairnessSection | None = Field(
+        None, description="Profiles and audit settings of the risk_fairness kind (None = its defaults)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_default_prompts(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "prompts" not in data and data.get("kind") in KIND_DEFAULT_PROMPTS:
+            import importlib
+
+            module = importlib.import_module(KIND_DEFAULT_PROMPTS[data["kind"]])
+            data = {**data, "prompts": {"system": module.SYSTEM_TEMPLATE, "user": module.USER_TEMPLATE}}
+        return data
 
     @property
     def asset_prefix(self) -> str:

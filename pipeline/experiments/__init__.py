@@ -19,6 +19,9 @@ def _kinds() -> dict[str, type[ClassifyExperiment]]:
         kinds["assign_cat"] = AssignCatExperiment
     except ImportError:  # pragma: no cover - assign_cat ships with the project
         pass
+    from pipeline.experiments.risk_fairness import RiskFairnessExperiment
+
+    kinds["risk_fairness"] = RiskFairnessExperiment
     return kinds
 
 

@@ -12,7 +12,7 @@ caller. A failed or missing call is a missing row, never a crash.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,7 @@ from pipeline.stats.metrics import accuracy_with_ci
 if TYPE_CHECKING:
     from pipeline.experiments.base import ClassifyExperiment, ItemAnswer
     from pipeline.experiments.eval_stages import EvalStages
+    from pipeline.report.runs import ReportInputs
     from pipeline.store import StoredResponse
 
 SOURCE, PRIMARY, EXTRACTIONS, REPAIR, ANSWERS, EVALUATION, JUDGE, JUDGEMENTS, REPORT = (
@@ -55,8 +56,12 @@ class ClassifyStages:
 
     kind: ClassifyExperiment
 
-    def declare(self) -> list[Stage]:
-        """The stage graph of this experiment."""
+    def declare(self, extra: Sequence[Stage] = ()) -> list[Stage]:
+        """The stage graph of this experiment.
+
+        `extra`: stages a subclass adds after the family's own and before the report; those with
+        role="analysis" become the report's dependencies like `evaluation` (e.g. risk_fairness's audit).
+        """
         config = self.kind.config
         stages: list[Stage] = [
             DataStage(
@@ -112,6 +117,7 @@ class ClassifyStages:
             )
         )
         stages += self.evaluation_stages().declare()
+        stages += list(extra)
         analyses = [stage.name for stage in stages if isinstance(stage, DataStage) and stage.role == "analysis"]
         calls = [stage.name for stage in stages if isinstance(stage, CallStage)]
         stages.append(
@@ -281,35 +287,38 @@ class ClassifyStages:
     # -- report -----------------------------------------------------------------------------------------
     def report(self, inputs: StageInputs) -> ReportRecord:
         """The run folder and the reports (pipeline/report/runs.py)."""
-        from pipeline.report.runs import ReportInputs, write_report
+        from pipeline.report.runs import write_report
+
+        written = write_report(self.report_inputs(inputs), dagster_run_id=inputs.run_id)
+        return ReportRecord(str(written.run_folder), str(written.report_md), written.status)
+
+    def report_inputs(self, inputs: StageInputs) -> ReportInputs:
+        """What the report is written from: the records of this run's stages (a subclass may add to it)."""
+        from pipeline.report.runs import ReportInputs
 
         context = inputs.context
         answers = inputs.record(ANSWERS, AnswerSet)
         evaluation = inputs.record(EVALUATION, Evaluation)
         sections = self.evaluation_stages().report_sections(inputs, answers)
         primary = inputs.responses(PRIMARY).plan
-        written = write_report(
-            ReportInputs(
-                config=context.config,
-                zoo=context.zoo,
-                aliases=context.aliases(),
-                overrides=context.overrides,
-                hooks=self.kind,
-                prompt_version=self.kind.prompts.version,
-                prompt_templates=self.kind.prompts.to_json(),
-                items=self.items(inputs),
-                rows=[row.to_json() for row in answers.rows],
-                evaluation=evaluation.to_json(),
-                planned_call_ids=primary.call_ids,
-                plan_id=primary.plan_id,
-                records=self.call_records(inputs, answers.rows),
-                load_errors_path=context.snapshot_dir / "load_errors.jsonl",
-                latest_pointer=context.work_dir / "latest_run_folder",
-                extra_sections=sections,
-            ),
-            dagster_run_id=inputs.run_id,
+        return ReportInputs(
+            config=context.config,
+            zoo=context.zoo,
+            aliases=context.aliases(),
+            overrides=context.overrides,
+            hooks=self.kind,
+            prompt_version=self.kind.prompts.version,
+            prompt_templates=self.kind.prompts.to_json(),
+            items=self.items(inputs),
+            rows=[row.to_json() for row in answers.rows],
+            evaluation=evaluation.to_json(),
+            planned_call_ids=primary.call_ids,
+            plan_id=primary.plan_id,
+            records=self.call_records(inputs, answers.rows),
+            load_errors_path=context.snapshot_dir / "load_errors.jsonl",
+            latest_pointer=context.work_dir / "latest_run_folder",
+            extra_sections=sections,
         )
-        return ReportRecord(str(written.run_folder), str(written.report_md), written.status)
 
 
 def missing_rows(call: PlannedCall) -> list[AnswerRecord]:

@@ -16,6 +16,7 @@ import csv
 import html
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,6 +89,9 @@ class ReportInputs:
     load_errors_path: Path
     latest_pointer: Path
     extra_sections: list[str] = field(default_factory=list)
+    lead_sections: Callable[[Path], list[str]] | None = None
+    """Markdown placed first, right under the title (a kind's headline findings), written given the outputs
+    folder (where its plots go); None = none."""
 
 
 def write_report(inputs: ReportInputs, *, dagster_run_id: str | None = None) -> WrittenReport:
@@ -157,7 +161,8 @@ def write_report(inputs: ReportInputs, *, dagster_run_id: str | None = None) -> 
     )
     write_json(outputs / "stats_summary.json", evaluation)
     sections = hooks.report_sections(evaluation, rows, items, outputs) + inputs.extra_sections
-    markdown = render_markdown(inputs, evaluation, usage, timing, len(errors), sections)
+    lead = inputs.lead_sections(outputs) if inputs.lead_sections is not None else []
+    markdown = render_markdown(inputs, evaluation, usage, timing, len(errors), sections, lead)
     report_md = outputs / "final_report.md"
     report_md.write_text(scrub_secrets(markdown), encoding="utf-8")
     report_html = outputs / "final_report.html"
@@ -233,13 +238,15 @@ def render_markdown(
     timing: dict[str, Any],
     problems: int,
     sections: list[str],
+    lead: Sequence[str] = (),
 ) -> str:
-    """The final report as Markdown."""
+    """The final report as Markdown (`lead`: sections placed before the run's figures)."""
     lines = [
         f"# {inputs.config.name}: results",
         "",
         inputs.config.description,
         "",
+        *lead,
         f"- prompt version: `{inputs.prompt_version}`",
         f"- models: {', '.join(inputs.aliases)}",
         f"- calls: {usage['calls']}, tokens in/out: {usage['prompt_tokens']}/{usage['completion_tokens']}, "

@@ -27,14 +27,14 @@ import itertools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.llm.errors import ConfigError
-from pipeline.stats.bootstrap import bootstrap_ci
+from pipeline.stats.bootstrap import BootstrapInterval, bootstrap_ci
 from pipeline.stats.calibration import calibration
 from pipeline.stats.effect_size import cohens_d
 from pipeline.stats.group_tests import GroupTest, chi_square_independence, kruskal_wallis, wilcoxon_signed_rank
@@ -281,6 +281,46 @@ class FairnessAudit:
             "paired": [_clean(asdict(p)) for p in self.paired],
             "warnings": list(self.warnings),
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FairnessAudit:
+        """Read :meth:`to_dict`'s dict back (a value it wrote as None where a number is due becomes NaN);
+        ConfigError for another format version."""
+        if data.get("format_version") != AUDIT_FORMAT_VERSION:
+            raise ConfigError(
+                f"fairness audit has format_version {data.get('format_version')!r}; this code reads "
+                f"{AUDIT_FORMAT_VERSION}. Re-run the fairness_stats stage."
+            )
+        return cls(
+            config=FairnessConfig.model_validate(data["config"]),
+            n_rows=int(data["n_rows"]),
+            groups=tuple(_restore(GroupMetrics, g) for g in data["groups"]),
+            tests=tuple(_restore(TestResult, t) for t in data["tests"]),
+            effect_sizes=tuple(_restore(EffectSize, e) for e in data["effect_sizes"]),
+            paired=tuple(_restore(PairedComparison, c) for c in data["paired"]),
+            verdicts=tuple(_restore(Verdict, v) for v in data["verdicts"]),
+            warnings=tuple(data["warnings"]),
+        )
+
+
+_T = TypeVar("_T")
+
+
+def _restore(cls: type[_T], data: Mapping[str, Any]) -> _T:
+    """A dataclass of this module (or an Interval) from its ``_clean(asdict(...))`` form."""
+    values: dict[str, Any] = {}
+    for spec in fields(cls):  # type: ignore[arg-type]
+        value = data[spec.name]
+        kind = str(spec.type)
+        if value is None and kind == "float":
+            value = float("nan")  # _clean wrote NaN as None
+        elif isinstance(value, Mapping) and kind.startswith("Interval"):
+            # Bootstrap intervals carry their standard error and resample count; Wilson intervals do not.
+            value = _restore(BootstrapInterval if "standard_error" in value else Interval, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[spec.name] = value
+    return cls(**values)
 
 
 def _clean(value: Any) -> Any:
