@@ -404,12 +404,34 @@ class JudgeConfig(StrictModel):
     max_tokens: int = Field(120, ge=1, description="Output budget of one verdict.")
 
 
+class EnsembleSection(StrictModel):
+    """The `ensemble:` section of an experiment of kind `ensemble` (pipeline/experiments/ensemble.py)."""
+
+    task: str = Field(description="Task folder under configs/tasks/ (or a path to one): labels, voters, slices, data.")
+    max_items: int | None = Field(
+        None,
+        ge=20,
+        description="Use a seeded stratified subsample of this many of the task's items (None = all; `--limit` too).",
+    )
+    feedback: list[str] = Field(
+        default_factory=list,
+        description="Filled-in review queues (CSV/JSONL, relative to the repository root) whose reviewed labels "
+        "join the gold set, each with its provenance.",
+    )
+    latency_items: int = Field(200, ge=1, description="Test items timed one at a time for the latency figures.")
+    review_top_disagreements: int = Field(
+        50, ge=0, description="Settled items with the most voter disagreement to review."
+    )
+
+
 class ExperimentConfig(StrictModel):
     """One experiment: becomes a Dagster asset group `<name>` and a job `<name>_job`."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", description="Asset group and key prefix.")
     description: str = ""
-    kind: str = Field("classify", description="Experiment logic in pipeline/experiments/: classify | assign_cat.")
+    kind: str = Field(
+        "classify", description="Experiment logic in pipeline/experiments/: classify | assign_cat | ensemble."
+    )
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     prompts: PromptConfig
     models: list[str] = Field(default_factory=lambda: [AUTO_MODEL], description="Zoo aliases, or 'auto'.")
@@ -418,6 +440,7 @@ class ExperimentConfig(StrictModel):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     judge: JudgeConfig | None = Field(None, description="Grade every valid answer with LLM judges (a call stage).")
+    ensemble: EnsembleSection | None = Field(None, description="Settings of the `ensemble` kind (its task).")
 
     @property
     def asset_prefix(self) -> str:
