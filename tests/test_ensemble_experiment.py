@@ -33,7 +33,6 @@ from pipeline.experiments.ensemble_records import (
 from pipeline.stages import load_record, save_record
 from tests.fakes.openai_server import FakeOpenAIServer
 
-
 SPAM_WORDS = ("free", "win", "prize", "claim", "cash", "txt", "call", "urgent", "award", "mobile")
 LIMIT = "300"  # a stratified subsample: the whole graph runs in seconds
 

@@ -198,10 +198,11 @@ class EnsembleReport(ReportHooks):
             f"{metrics.min_label_support} gold items of every label: {metrics.worst_supported_slice} "
             f"({_num(metrics.worst_supported_slice_f1)})",
             f"- Brier {metrics.brier:.4f}, AURC {metrics.aurc:.4f}",
-            f"- LLM voter: {metrics.llm_calls} calls ({metrics.llm_answered} answered), cost ${metrics.llm_cost_usd:.6f},"
-            f" ${metrics.cost_per_prediction_usd:.8f} per prediction",
+            f"- LLM voter: {metrics.llm_calls} calls ({metrics.llm_answered} answered), "
+            f"cost ${metrics.llm_cost_usd:.6f}, ${metrics.cost_per_prediction_usd:.8f} per prediction",
             f"- latency p50/p95: cheap path {metrics.cheap_latency_p50_ms:.1f}/{metrics.cheap_latency_p95_ms:.1f} ms; "
-            f"with the LLM {_num(metrics.llm_latency_p50_ms, '{:.1f}')}/{_num(metrics.llm_latency_p95_ms, '{:.1f}')} ms",
+            f"with the LLM {_num(metrics.llm_latency_p50_ms, '{:.1f}')}/"
+            f"{_num(metrics.llm_latency_p95_ms, '{:.1f}')} ms",
             f"- splits: {splits.counts} (seed {splits.seed}, sha256 {splits.sha256[:12]}); reviewed labels joined "
             f"from feedback: {splits.reviewed_labels} ({', '.join(splits.feedback_files) or 'no feedback file'})",
             "",

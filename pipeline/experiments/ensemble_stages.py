@@ -128,7 +128,7 @@ class EnsembleStages:
                 (SOURCE, *voters),
                 self.first_pass,
                 ArbiterRecord,
-                "Arbiter fitted (out-of-fold stacker, split-conformal thresholds) and its first pass over the test split.",
+                "Arbiter fitted (out-of-fold stacker, split-conformal thresholds); its first pass over the test split.",
             ),
             CallStage(
                 LLM,
@@ -288,8 +288,8 @@ class EnsembleStages:
             selection = select_classical_variant(labels, splits.train, splits.calibration, voters.classical)
             return selection.voter, {"variant": str(selection.voter.variant), "calibration_ece": selection.ece}
         if name == WEAK:
-            rule_set = self._load(inputs, RULES).rule_set if voters.rules.enabled else None
-            lfs = build_labeling_functions(rule_set, voters.weak_supervision.keywords)
+            rules = self._load(inputs, RULES).rule_set if voters.rules.enabled else None
+            lfs = build_labeling_functions(rules, voters.weak_supervision.keywords)
             trained = WeakSupervisionVoter(labels, lfs, voters.weak_supervision).fit(splits.train)
             return trained, {"labeling_functions": len(lfs)}
         from pipeline.ensemble.lora_voter import LoraVoter
