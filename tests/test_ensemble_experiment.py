@@ -33,8 +33,32 @@ from pipeline.experiments.ensemble_records import (
 from pipeline.stages import load_record, save_record
 from tests.fakes.openai_server import FakeOpenAIServer
 
+REPO = Path(__file__).resolve().parent.parent
+
 SPAM_WORDS = ("free", "win", "prize", "claim", "cash", "txt", "call", "urgent", "award", "mobile")
 LIMIT = "300"  # a stratified subsample: the whole graph runs in seconds
+
+
+def fast_sms_task(folder: Path) -> Path:
+    """The sms task with cheaper fitting (one classical variant, fewer folds and epochs): same stages, faster."""
+    import shutil
+
+    import yaml
+
+    source = REPO / "configs" / "tasks" / "sms"
+    task = yaml.safe_load((source / "task.yaml").read_text())
+    task["voters"]["classical"] = {
+        "models": ["logreg"],
+        "calibrations": ["sigmoid"],
+        "cv_folds": 3,
+        "char_ngrams": False,
+    }
+    task["voters"]["weak_supervision"]["epochs"] = 100
+    task["arbiter"]["stacking_folds"] = 3
+    folder.mkdir(parents=True)
+    (folder / "task.yaml").write_text(yaml.safe_dump(task))
+    shutil.copy(source / "rules.yaml", folder / "rules.yaml")
+    return folder
 
 
 def _needs_sms() -> None:
@@ -100,7 +124,17 @@ def test_llm_calls_are_exactly_the_unsettled_items_and_resume_sends_nothing_twic
 ) -> None:
     _needs_sms()
     voter_server.inject("500", times=2)  # two calls fail (one attempt each): the run ends with them missing
-    flags = ["--model", "fake", "--limit", LIMIT, "--set", "models.fake.max_attempts=1"]
+    task = fast_sms_task(ensemble_env / "task")
+    flags = [
+        "--model",
+        "fake",
+        "--limit",
+        LIMIT,
+        "--set",
+        "models.fake.max_attempts=1",
+        "--set",
+        f"ensemble.task={task}",
+    ]
     assert main(["run", "sms-ensemble", *flags]) == 1
     unsettled = _unsettled_texts(ensemble_env)
     first: ArbiterRecord = _record(ensemble_env, "arbiter_first_pass", ArbiterRecord)
@@ -138,7 +172,7 @@ def test_reviewed_labels_join_the_gold_set_on_the_next_run_with_their_provenance
     ensemble_env: Path, voter_server: FakeOpenAIServer
 ) -> None:
     _needs_sms()
-    flags = ["--model", "fake", "--limit", LIMIT]
+    flags = ["--model", "fake", "--limit", LIMIT, "--set", f"ensemble.task={fast_sms_task(ensemble_env / 'task')}"]
     assert main(["run", "sms-ensemble", *flags]) == 0
     review: ReviewQueueRecord = _record(ensemble_env, "review_queue", ReviewQueueRecord)
     with open(review.csv, encoding="utf-8", newline="") as handle:
