@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.calls import CallSpec
 from pipeline.config import REPO_ROOT, EnsembleSection, ExperimentConfig, ModelZoo
 from pipeline.ensemble.llm_voter import FewShotExample, llm_answer_schema, llm_voter_messages
 from pipeline.ensemble.task_config import TaskConfig, load_task_config
@@ -113,6 +114,28 @@ class EnsembleExperiment:
             fields = {"labels": ", ".join(labels), "task": self.task.description}
             messages[0] = {"role": "system", "content": render(self.config.prompts.system, fields, "system")}
         return messages
+
+    def llm_spec(
+        self, item_id: str, text: str, few_shot: Sequence[FewShotExample], alias: str, zoo: ModelZoo
+    ) -> CallSpec:
+        """The LLM voter's call about one item (the plan's, and the LLM-only baseline's in benchmarks)."""
+        model = zoo.get(alias)
+        params = self.config.params
+        return CallSpec(
+            alias=alias,
+            model=model.model,
+            version=model.version,
+            api_base=model.api_base,
+            messages=tuple(self.llm_messages(text, few_shot)),
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_tokens,
+            response_format=self.response_format(),
+            seed=params.seed,
+            repeat=0,
+            item_id=item_id,
+            purpose="llm_voter",
+        )
 
     def response_format(self) -> dict[str, Any] | None:
         """The answer schema as response_format (constrained decoding), unless `output.constrained` is off."""

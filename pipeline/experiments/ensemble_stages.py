@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.calls import CallSpec
 from pipeline.config import REPO_ROOT
 from pipeline.data.labelled import LabelledItem, Splits, items_hash, stratified_splits
 from pipeline.data.loaders import Item, ItemSet
@@ -382,24 +381,8 @@ class EnsembleStages:
             texts = {item.item_id: item.text for item in splits.test}
             few_shot = self.kind.few_shot(splits.train)
             alias = context.aliases()[0]
-            model = context.zoo.get(alias)
-            params = self.kind.config.params
             for item_id in first.unsettled():
-                spec = CallSpec(
-                    alias=alias,
-                    model=model.model,
-                    version=model.version,
-                    api_base=model.api_base,
-                    messages=tuple(self.kind.llm_messages(texts[item_id], few_shot)),
-                    temperature=params.temperature,
-                    top_p=params.top_p,
-                    max_tokens=params.max_tokens,
-                    response_format=self.kind.response_format(),
-                    seed=params.seed,
-                    repeat=0,
-                    item_id=item_id,
-                    purpose="llm_voter",
-                )
+                spec = self.kind.llm_spec(item_id, texts[item_id], few_shot, alias, context.zoo)
                 calls.append(PlannedCall(spec, (item_id,)))
         return CallPlan.build(context.config.name, LLM, calls, inputs.input_digests([FIRST]))
 
@@ -456,7 +439,9 @@ class EnsembleStages:
             latency_summary,
             macro_f1,
             risk_coverage_curve,
+            slice_label_support,
             slice_report,
+            worst_supported_slice,
         )
 
         task = self.kind.task
@@ -474,13 +459,9 @@ class EnsembleStages:
         item_slices = [task.slices_of(item.text) for item in test]
         slice_names = [s.name for s in task.slices]
         report = slice_report(gold, predictions, item_slices, slice_names, labels, SLICE_MIN_ITEMS)
-        figures = []
-        for entry in report.slices:
-            members = [gold[i] for i, names in enumerate(item_slices) if entry.name in names]
-            support = {label: members.count(label) for label in labels}
-            figures.append(SliceFigure(entry.name, entry.n, float(entry.macro_f1), support))
-        supported = [f for f in figures if f.n >= SLICE_MIN_ITEMS and min(f.support.values()) >= MIN_LABEL_SUPPORT]
-        worst_supported = min(supported, key=lambda f: f.macro_f1) if supported else None
+        support = slice_label_support(gold, item_slices, slice_names, labels)
+        figures = [SliceFigure(e.name, e.n, float(e.macro_f1), support[e.name]) for e in report.slices]
+        worst_supported = worst_supported_slice(report, support, MIN_LABEL_SUPPORT, SLICE_MIN_ITEMS)
         stacked = np.asarray(first.stacker_proba, dtype=float).reshape(n, len(labels))
         truth = label_indices(labels, gold)
         hits = stacked.argmax(axis=1) == truth
@@ -508,7 +489,7 @@ class EnsembleStages:
             worst_slice_f1=float(report.worst.macro_f1) if report.worst else None,
             min_label_support=MIN_LABEL_SUPPORT,
             worst_supported_slice=worst_supported.name if worst_supported else None,
-            worst_supported_slice_f1=worst_supported.macro_f1 if worst_supported else None,
+            worst_supported_slice_f1=float(worst_supported.macro_f1) if worst_supported else None,
             ece=calibration.ece,
             calibration_bins=tuple(
                 (b.lower, b.upper, b.count, b.mean_confidence, b.accuracy) for b in calibration.bins
