@@ -270,3 +270,30 @@ def test_ensemble_records_round_trip(tmp_path: Path) -> None:
         digest = save_record(path, record)
         loaded = load_record(path, type(record))
         assert loaded.record == record and loaded.digest == digest, record.record_type
+
+
+def test_worst_slice_with_label_support_leaves_out_one_sided_slices() -> None:
+    from pipeline.ensemble.metrics import slice_label_support, slice_report, worst_supported_slice
+
+    gold = ["ham"] * 30 + ["spam"] + ["ham"] * 12 + ["spam"] * 12
+    predictions = ["ham"] * 31 + ["ham"] * 12 + ["spam"] * 12  # the one spam of slice a is missed
+    slices = [("a",)] * 31 + [("b",)] * 24
+    report = slice_report(gold, predictions, slices, ["a", "b"], ["ham", "spam"])
+    support = slice_label_support(gold, slices, ["a", "b"], ["ham", "spam"])
+    assert report.worst is not None and report.worst.name == "a" and report.worst.macro_f1 < 0.6
+    assert support["a"] == {"ham": 30, "spam": 1}
+    supported = worst_supported_slice(report, support, min_label_support=10)
+    assert supported is not None and supported.name == "b" and supported.macro_f1 == 1.0
+
+
+def test_ensemble_config_errors_name_the_fix(tmp_path: Path) -> None:
+    from pipeline.config import load_experiment
+    from pipeline.experiments import experiment_for
+    from pipeline.llm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs an `ensemble:` section"):
+        experiment_for(load_experiment("sms-ensemble", ["ensemble=null"]))
+    with pytest.raises(ConfigError, match="asks one model"):
+        experiment_for(load_experiment("sms-ensemble", ["models=[fake,local]"]))
+    with pytest.raises(ConfigError, match="known tasks"):
+        experiment_for(load_experiment("sms-ensemble", ["ensemble.task=nope"]))
