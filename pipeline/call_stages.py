@@ -140,9 +140,7 @@ def expected_calls(context: ExperimentContext, *, resuming: bool = False) -> int
             return 0
         answered = context.store.answered_ids()
         return sum(1 for call_id in plan.call_ids if call_id not in answered)
-    items = len(context.kind.load_items().items)
-    per_prompt = context.config.run.items_per_prompt
-    return -(-items // per_prompt) * len(context.aliases()) * context.config.params.repeats
+    return context.kind.expected_calls(context.aliases())
 
 
 def needed_call_ids(context: ExperimentContext) -> set[str]:

@@ -482,13 +482,34 @@ KIND_DEFAULT_PROMPTS: dict[str, str] = {"risk_fairness": "pipeline.data.risk_pro
 file has no `prompts` section (so the prompt version still hashes the templates that are sent)."""
 
 
+class EnsembleSection(StrictModel):
+    """The `ensemble:` section of an experiment of kind `ensemble` (pipeline/experiments/ensemble.py)."""
+
+    task: str = Field(description="Task folder under configs/tasks/ (or a path to one): labels, voters, slices, data.")
+    max_items: int | None = Field(
+        None,
+        ge=20,
+        description="Use a seeded stratified subsample of this many of the task's items (None = all; `--limit` too).",
+    )
+    feedback: list[str] = Field(
+        default_factory=list,
+        description="Filled-in review queues (CSV/JSONL, relative to the repository root) whose reviewed labels "
+        "join the gold set, each with its provenance.",
+    )
+    latency_items: int = Field(200, ge=1, description="Test items timed one at a time for the latency figures.")
+    review_top_disagreements: int = Field(
+        50, ge=0, description="Settled items with the most voter disagreement to review."
+    )
+
+
 class ExperimentConfig(StrictModel):
     """One experiment: becomes a Dagster asset group `<name>` and a job `<name>_job`."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", description="Asset group and key prefix.")
     description: str = ""
     kind: str = Field(
-        "classify", description="Experiment logic in pipeline/experiments/: classify | assign_cat | risk_fairness."
+        "classify",
+        description="Experiment logic in pipeline/experiments/: classify | assign_cat | risk_fairness | ensemble.",
     )
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     prompts: PromptConfig
@@ -498,6 +519,7 @@ class ExperimentConfig(StrictModel):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     judge: JudgeConfig | None = Field(None, description="Grade every valid answer with LLM judges (a call stage).")
+    ensemble: EnsembleSection | None = Field(None, description="Settings of the `ensemble` kind (its task).")
     checks: ChecksConfig | None = Field(None, description="Hard checks of every answer, and the pass rate to reach.")
     canary: CanaryConfig | None = Field(None, description="A scheduled canary compared with a baseline run.")
     perspectives: PerspectivesConfig | None = Field(

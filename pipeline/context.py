@@ -19,7 +19,7 @@ from pipeline.llm.errors import ConfigError
 from pipeline.store import ResponseStore
 
 if TYPE_CHECKING:
-    from pipeline.experiments.base import ClassifyExperiment
+    from pipeline.experiments.kind import ExperimentKind
     from pipeline.stages import StageGraph
 
 
@@ -48,7 +48,7 @@ class ExperimentContext:
         self.home = home or assay_home()
         self.store = ResponseStore(self.home / "store")
         self.work_dir = self.home / "work" / self.config.name
-        self.kind: ClassifyExperiment = experiment_for(self.config)
+        self.kind: ExperimentKind = experiment_for(self.config)
         self.kind.zoo = self.zoo  # report hooks price calls with the zoo as overridden for this run
         self._graph: StageGraph | None = None
 

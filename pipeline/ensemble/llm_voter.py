@@ -16,8 +16,19 @@ import numpy as np
 from pipeline.ensemble.voter import VoterOutput, uniform_rows
 from pipeline.extract import extract_json
 from pipeline.llm.errors import OutputValidationError
+from pipeline.prompts import render
 
-__all__ = ["ABSTAIN_ANSWER", "FewShotExample", "interpret_llm_answer", "llm_answer_schema", "llm_voter_messages"]
+__all__ = [
+    "ABSTAIN_ANSWER",
+    "DEFAULT_USER_TEMPLATE",
+    "FewShotExample",
+    "interpret_llm_answer",
+    "llm_answer_schema",
+    "llm_voter_messages",
+]
+
+DEFAULT_USER_TEMPLATE = "Text: {text}"
+"""The user turn of each question and few-shot example; ``{text}`` is the text to classify."""
 
 ABSTAIN_ANSWER = "ABSTAIN"
 """The label the model answers when it cannot tell."""
@@ -55,10 +66,12 @@ def llm_voter_messages(
     few_shot: Sequence[FewShotExample] = (),
     task_description: str = "",
     label_descriptions: dict[str, str] | None = None,
+    user_template: str = DEFAULT_USER_TEMPLATE,
 ) -> list[dict[str, str]]:
     """Chat messages asking for one label (or ABSTAIN) and a confidence, as JSON matching the answer schema.
 
-    Few-shot examples become user/assistant turns, so the model sees the exact answer format.
+    Few-shot examples become user/assistant turns, so the model sees the exact answer format. Every user turn
+    is ``user_template`` with ``{text}`` filled in (an experiment's ``prompts.user``; its wording is versioned).
     """
     descriptions = label_descriptions or {}
     label_lines = "\n".join(
@@ -72,9 +85,9 @@ def llm_voter_messages(
     )
     messages = [{"role": "system", "content": system}]
     for example in few_shot:
-        messages.append({"role": "user", "content": f"Text: {example.text}"})
+        messages.append({"role": "user", "content": render(user_template, {"text": example.text}, "user")})
         messages.append({"role": "assistant", "content": _answer(example.label, 0.95, "example")})
-    messages.append({"role": "user", "content": f"Text: {text}"})
+    messages.append({"role": "user", "content": render(user_template, {"text": text}, "user")})
     return messages
 
 

@@ -233,6 +233,12 @@ class ClassifyExperiment(ReportHooks):
                     calls.append(PlannedCall(spec, ids))
         return calls
 
+    def expected_calls(self, aliases: Sequence[str]) -> int:
+        """Primary calls of a fresh run, cheaply (no rendering): chunks of items x models x repeats."""
+        items = len(self.load_items().items)
+        per_prompt = self.config.run.items_per_prompt
+        return -(-items // per_prompt) * len(aliases) * self.config.params.repeats
+
     def plan(self, items: Sequence[Item], aliases: Sequence[str], zoo: ModelZoo) -> CallPlan:
         """The primary call stage's plan: identical prompts are one call that answers all their items."""
         return CallPlan.build(self.config.name, "llm", self.planned_calls(items, aliases, zoo))
