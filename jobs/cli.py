@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     from jobs import cli_admin
 
     cli_admin.add_commands(sub)
+    from jobs import cli_models
+
+    cli_models.add_commands(sub)
 
     compare = sub.add_parser("compare", help="compare two run folders (metric deltas, McNemar, changed answers)")
     compare.add_argument("run_a")
@@ -168,6 +171,11 @@ def _main(argv: Sequence[str] | None) -> int:
         admin = cli_admin.run(args)
         if admin is not None:
             return admin
+        from jobs import cli_models
+
+        listed = cli_models.run(args)
+        if listed is not None:
+            return listed
         if args.command == "compare":
             from pipeline.report.compare import compare_runs_cli
 

@@ -106,6 +106,9 @@ def count_prompt_tokens(spec: CallSpec) -> tuple[int, str]:
     return tokens + TOKENS_PER_MESSAGE * len(spec.messages) + 3, method
 
 
+_PRICE_PROBE_TOKENS = 1_000
+
+
 def known_price(config: ModelConfig) -> tuple[float, float] | None:
     """USD per prompt token and per completion token: the zoo's price, else litellm's table, else None."""
     if config.price is not None:
@@ -113,12 +116,13 @@ def known_price(config: ModelConfig) -> tuple[float, float] | None:
     try:
         import litellm
 
+        # A short call's price: a million tokens would hit tiered prices (gemini-2.5-pro doubles above 200k).
         prompt_cost, completion_cost = litellm.cost_per_token(
-            model=config.model, prompt_tokens=1_000_000, completion_tokens=1_000_000
+            model=config.model, prompt_tokens=_PRICE_PROBE_TOKENS, completion_tokens=_PRICE_PROBE_TOKENS
         )
     except Exception:  # noqa: BLE001 - litellm raises plain Exception for unmapped models
         return None
-    return prompt_cost / 1e6, completion_cost / 1e6
+    return prompt_cost / _PRICE_PROBE_TOKENS, completion_cost / _PRICE_PROBE_TOKENS
 
 
 def price_per_token(config: ModelConfig) -> tuple[float, float]:
