@@ -318,6 +318,7 @@ class ClassifyStages:
             load_errors_path=context.snapshot_dir / "load_errors.jsonl",
             latest_pointer=context.work_dir / "latest_run_folder",
             extra_sections=sections,
+            store_root=context.store.root,
         )
 
 

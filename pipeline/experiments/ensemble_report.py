@@ -155,6 +155,7 @@ class EnsembleReport(ReportHooks):
                 records=records,
                 load_errors_path=context.snapshot_dir / "load_errors.jsonl",
                 latest_pointer=context.work_dir / "latest_run_folder",
+                store_root=context.store.root,
             ),
             dagster_run_id=inputs.run_id,
         )

@@ -27,6 +27,8 @@ import yaml
 from pipeline.config import REPO_ROOT, ExperimentConfig, ModelZoo
 from pipeline.data.loaders import Item
 from pipeline.provenance import git_commit, system_info
+from pipeline.report import readable
+from pipeline.report.resources import ResourceUse, measure
 from pipeline.store import StoredResponse, scrub_secrets
 
 if TYPE_CHECKING:
@@ -92,6 +94,8 @@ class ReportInputs:
     lead_sections: Callable[[Path], list[str]] | None = None
     """Markdown placed first, right under the title (a kind's headline findings), written given the outputs
     folder (where its plots go); None = none."""
+    store_root: Path | None = None
+    """The response store's folder, whose size the run summary reports; None = not measured."""
 
 
 def write_report(inputs: ReportInputs, *, dagster_run_id: str | None = None) -> WrittenReport:
@@ -162,7 +166,9 @@ def write_report(inputs: ReportInputs, *, dagster_run_id: str | None = None) -> 
     write_json(outputs / "stats_summary.json", evaluation)
     sections = hooks.report_sections(evaluation, rows, items, outputs) + inputs.extra_sections
     lead = inputs.lead_sections(outputs) if inputs.lead_sections is not None else []
-    markdown = render_markdown(inputs, evaluation, usage, timing, len(errors), sections, lead)
+    # Measured before the report is written (the report's own few KB are not counted).
+    resources = measure(folder, inputs.store_root)
+    markdown = render_markdown(inputs, evaluation, usage, timing, len(errors), sections, lead, resources)
     report_md = outputs / "final_report.md"
     report_md.write_text(scrub_secrets(markdown), encoding="utf-8")
     report_html = outputs / "final_report.html"
@@ -187,6 +193,7 @@ def write_report(inputs: ReportInputs, *, dagster_run_id: str | None = None) -> 
                 "answers_missing": sum(r["status"] == "missing" for r in rows),
             },
             "cost_usd": usage["cost_usd"],
+            "resources": resources.to_json(),
             "models": inputs.aliases,
             "prompt_version": inputs.prompt_version,
             "git_commit": git_commit(),
@@ -239,6 +246,7 @@ def render_markdown(
     problems: int,
     sections: list[str],
     lead: Sequence[str] = (),
+    resources: ResourceUse | None = None,
 ) -> str:
     """The final report as Markdown (`lead`: sections placed before the run's figures)."""
     lines = [
@@ -250,9 +258,11 @@ def render_markdown(
         f"- prompt version: `{inputs.prompt_version}`",
         f"- models: {', '.join(inputs.aliases)}",
         f"- calls: {usage['calls']}, tokens in/out: {usage['prompt_tokens']}/{usage['completion_tokens']}, "
-        f"cost: ${usage['cost_usd']:.4f}",
-        f"- latency p50/p95: {timing['latency_s']['p50']}/{timing['latency_s']['p95']} s",
+        f"cost: {readable.usd(usage['cost_usd'])}",
+        f"- latency p50/p95: {readable.seconds(timing['latency_s']['p50'])}"
+        f" / {readable.seconds(timing['latency_s']['p95'])}",
         f"- answers not valid or missing: {problems}",
+        *([resources.sentence()] if resources is not None else []),
         "",
         "| model | items | valid | invalid | missing | accuracy | 95% CI | cost (USD) |",
         "|---|---|---|---|---|---|---|---|",

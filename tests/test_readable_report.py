@@ -1,0 +1,59 @@
+"""What a person sees: the report rounds for reading (JSON keeps full precision), the run's resource use, the
+progress line's ETA, and the report's Markdown on the report asset in the Dagster UI."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from jobs.cli import main
+from pipeline.report import readable
+
+LONG_DECIMAL = re.compile(r"\d\.\d{5,}")
+"""A number with more than 4 decimals: what the report used to print (4.92467079000005 s)."""
+
+
+def run_folder(home: Path, experiment: str) -> Path:
+    return next((home / "runs").glob(f"{experiment}-*"))
+
+
+@pytest.mark.parametrize("experiment", ["hello", "hello-judge"])
+def test_report_markdown_has_no_long_decimals_and_json_keeps_precision(assay_env: Path, experiment: str) -> None:
+    flags = ["--set", "judge.models=[fake]"] if experiment == "hello-judge" else []
+    assert main(["run", experiment, "--model", "fake", *flags]) == 0
+    folder = run_folder(assay_env, experiment)
+    markdown = (folder / "outputs" / "final_report.md").read_text()
+    assert not LONG_DECIMAL.findall(markdown), LONG_DECIMAL.findall(markdown)
+    assert re.search(r"latency p50/p95: [\d.]+ m?s / [\d.]+ m?s", markdown)
+    timing = json.loads((folder / "outputs" / "timing.json").read_text())
+    p50 = timing["latency_s"]["p50"]
+    assert isinstance(p50, float) and p50 > 0  # the JSON keeps the unrounded figure
+
+
+def test_run_summary_and_report_carry_the_resource_use(assay_env: Path) -> None:
+    assert main(["run", "hello", "--model", "fake"]) == 0
+    folder = run_folder(assay_env, "hello")
+    resources = json.loads((folder / "metadata" / "run_summary.json").read_text())["resources"]
+    assert resources["cpu_s"] > 0
+    assert resources["peak_rss_bytes"] > 10_000_000  # a Python process with Dagster loaded
+    assert resources["run_folder_bytes"] > 0
+    assert resources["store_bytes"] > 0  # hello's 10 answers are stored
+    markdown = (folder / "outputs" / "final_report.md").read_text()
+    line = next(line for line in markdown.splitlines() if line.startswith("- resources:"))
+    assert "CPU" in line and "peak memory" in line and "run folder" in line and "store" in line
+
+
+def test_readable_formats() -> None:
+    assert readable.seconds(4.92467079000005) == "4.92 s"
+    assert readable.seconds(52.609977661000016) == "52.6 s"
+    assert readable.seconds(0.000123) == "0.12 ms"
+    assert readable.seconds(None) == "n/a"
+    assert readable.duration(200) == "3m20s"
+    assert readable.duration(7500) == "2h05m"
+    assert readable.duration(9.6) == "10s"
+    assert readable.usd(0.00012345) == "$0.0001"
+    assert readable.usd(1234.5) == "$1,234.50"
+    assert readable.percent(0.87654) == "87.7%"
