@@ -44,6 +44,7 @@ from pipeline.calls import canonical_json
 from pipeline.config import REPO_ROOT
 from pipeline.context import ExperimentContext
 from pipeline.llm.errors import ConfigError
+from pipeline.report.readable import duration
 from pipeline.run_lock import experiment_lock
 from pipeline.runner import CallOutcome, RunHooks, StopReason, use_hooks
 from pipeline.stages import CallStage, Segment
@@ -426,6 +427,20 @@ class ExperimentLauncher:
         return ""
 
 
+PROGRESS_LINE_EVERY_S = 30.0
+"""Without a terminal bar, a progress line at least this often (and every 500 calls)."""
+
+
+def pace_and_eta(done: int, total: int, elapsed_s: float) -> str:
+    """'12.5 calls/s, eta 3m20s' (or 's/call' below one call a second): the rate so far and the time left."""
+    if done <= 0:
+        return "eta ?"
+    elapsed = max(1e-6, elapsed_s)
+    rate = done / elapsed
+    pace = f"{rate:.1f} calls/s" if rate >= 1 else f"{elapsed / done:.1f} s/call"
+    return f"{pace}, eta {duration((total - done) / rate)}"
+
+
 class _Progress:
     """A terminal progress bar with ETA and live spend (rich), fed with each call's outcome."""
 
@@ -437,6 +452,7 @@ class _Progress:
         self.done = 0
         self.failed = 0
         self.started = time.monotonic()
+        self._last_line = self.started
         self._bar: Any = None
         if sys.stderr.isatty() and total >= 20:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -458,18 +474,17 @@ class _Progress:
             self.spent += outcome.result.cost_usd
         else:
             self.failed += 1
+        now = time.monotonic()
+        pace = pace_and_eta(self.done, self.total, now - self.started)
         if self._bar is not None:
             budget = f" of ${self.budget:.2f}" if self.budget is not None else ""
-            self._bar.update(self._task, advance=1, description=f"${self.spent:.4f}{budget}, {self.failed} failed")
-        elif self.done % 500 == 0 or self.done == self.total:
-            elapsed = max(1e-6, time.monotonic() - self.started)
-            rate = self.done / elapsed
-            pace = f"{rate:.1f} calls/s" if rate >= 1 else f"{elapsed / self.done:.1f} s/call"
-            eta = (self.total - self.done) / rate if rate else 0
-            print(
-                f"  {self.stage} calls {self.done}/{self.total}, {pace}, eta {eta:.0f}s, spend ${self.spent:.4f}",
-                flush=True,
+            self._bar.update(
+                self._task, advance=1, description=f"{pace}, ${self.spent:.4f}{budget}, {self.failed} failed"
             )
+        # Every 500 calls, and every half minute for slow (local) models that would otherwise stay silent.
+        elif self.done % 500 == 0 or self.done == self.total or now - self._last_line >= PROGRESS_LINE_EVERY_S:
+            self._last_line = now
+            print(f"  {self.stage} calls {self.done}/{self.total}, {pace}, spend ${self.spent:.4f}", flush=True)
 
     def close(self) -> None:
         """Stop the bar."""

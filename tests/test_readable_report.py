@@ -57,3 +57,17 @@ def test_readable_formats() -> None:
     assert readable.usd(0.00012345) == "$0.0001"
     assert readable.usd(1234.5) == "$1,234.50"
     assert readable.percent(0.87654) == "87.7%"
+
+
+def test_progress_shows_the_pace_and_a_readable_eta() -> None:
+    from jobs.launcher import pace_and_eta
+
+    assert pace_and_eta(50, 250, 20.0) == "2.5 calls/s, eta 1m20s"
+    assert pace_and_eta(3, 43, 15.0) == "5.0 s/call, eta 3m20s"  # a slow local model: s/call, not "0/s"
+    assert pace_and_eta(0, 10, 1.0) == "eta ?"
+
+
+def test_run_prints_the_eta_on_its_progress_line(assay_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "hello", "--model", "fake"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"llm calls (\d+)/\1, [\d.]+ (calls/s|s/call), eta 0s, spend \$", out), out
