@@ -69,6 +69,8 @@ def build_experiment_definitions(source: str) -> ExperimentDefinitions:
     config, graph = context.config, context.graph
     prefix = config.asset_prefix
     common: dict[str, Any] = {"key_prefix": [prefix], "group_name": prefix}
+    if config.owners:  # the experiment file's `owners:` (none by default)
+        common["owners"] = list(config.owners)
     # backfill_policy is marked beta in Dagster 1.13; it is the documented way to batch partitions per run.
     warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=Warning)
 

@@ -39,6 +39,25 @@ STOPPED_BY = "stopped_by"
 """Failure metadata key: a StopReason value."""
 
 
+PATH_METADATA = ("run_folder", "report", "path")
+"""Record metadata keys shown as file paths in the UI."""
+MARKDOWN_SUFFIX = "_markdown"
+"""A record metadata key ending so, with text, is rendered as Markdown in the UI (the report, with its plots)."""
+
+
+def dagster_metadata(record_metadata: dict[str, Any]) -> dict[str, Any]:
+    """A record's metadata as Dagster metadata: paths as paths, `*_markdown` text as Markdown, the rest as is."""
+    metadata = dict(record_metadata)
+    for name, value in metadata.items():
+        if not isinstance(value, str):
+            continue
+        if name in PATH_METADATA:
+            metadata[name] = MetadataValue.path(value)
+        elif name.endswith(MARKDOWN_SUFFIX):
+            metadata[name] = MetadataValue.md(value)
+    return metadata
+
+
 def data_stage_asset(
     experiment: str, stage: DataStage, deps: list[str], common: dict[str, Any]
 ) -> tuple[AssetsDefinition, list[AssetChecksDefinition]]:
@@ -58,11 +77,7 @@ def data_stage_asset(
         own = exp.graph.get(stage.name)
         assert isinstance(own, DataStage)
         record = run_data_stage(exp, own, context.run_id)
-        metadata = dict(record.metadata())
-        for name in ("run_folder", "report", "path"):
-            if isinstance(metadata.get(name), str):
-                metadata[name] = MetadataValue.path(metadata[name])
-        return MaterializeResult(metadata=metadata)
+        return MaterializeResult(metadata=dagster_metadata(record.metadata()))
 
     checks = [stage_check(experiment, stage, check, _data) for check in stage.checks]
     if stage.role != "source":
@@ -146,6 +161,7 @@ def call_plan_asset(
                 "plan_id": summary.plan.plan_id,
                 "calls": len(summary.plan.calls),
                 "already_stored": summary.already_answered,
+                "calls_to_send": len(summary.plan.calls) - summary.already_answered,
                 "new_partitions": len(new_keys),
                 "estimated_cost_usd": round(summary.estimated_cost_usd, 6),
                 "priced_models": ", ".join(summary.priced_models) or "none",

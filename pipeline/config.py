@@ -528,6 +528,18 @@ class ExperimentConfig(StrictModel):
     fairness: FairnessSection | None = Field(
         None, description="Profiles and audit settings of the risk_fairness kind (None = its defaults)."
     )
+    owners: list[str] = Field(
+        default_factory=list,
+        description="Owners of the experiment's assets in the Dagster UI: 'team:<name>' or an email address.",
+    )
+
+    @field_validator("owners")
+    @classmethod
+    def _owners_are_teams_or_emails(cls, value: list[str]) -> list[str]:
+        for owner in value:
+            if not (re.fullmatch(r"team:[A-Za-z0-9_-]+", owner) or re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", owner)):
+                raise ValueError(f"expected 'team:<name>' or an email address as an owner, found {owner!r}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

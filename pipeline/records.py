@@ -8,6 +8,7 @@ message to re-run the stage, never misread.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 AnswerStatus = Literal["ok", "invalid", "missing"]
@@ -325,5 +326,11 @@ class ReportRecord(FlatRecord):
     status: str
 
     def metadata(self) -> dict[str, Any]:
-        """Shown on the asset."""
-        return {"run_folder": self.run_folder, "report": self.report_md, "status": self.status}
+        """Shown on the asset: the run folder, the report's path and the report itself (as Markdown in the UI)."""
+        metadata: dict[str, Any] = {"run_folder": self.run_folder, "report": self.report_md, "status": self.status}
+        report = Path(self.report_md)
+        if report.is_file():
+            from pipeline.report.inline_images import inline_images
+
+            metadata["report_markdown"] = inline_images(report.read_text(encoding="utf-8"), report.parent)
+        return metadata

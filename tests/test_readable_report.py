@@ -71,3 +71,61 @@ def test_run_prints_the_eta_on_its_progress_line(assay_env: Path, capsys: pytest
     assert main(["run", "hello", "--model", "fake"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"llm calls (\d+)/\1, [\d.]+ (calls/s|s/call), eta 0s, spend \$", out), out
+
+
+def test_report_asset_carries_its_markdown_and_assets_their_owners(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagster import AssetKey, DagsterInstance, MarkdownMetadataValue, materialize
+
+    from assets.experiment import build_experiment_definitions
+    from resources.assay import AssayResource, NullIOManager
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "configs" / "experiments" / "hello.yaml").read_text()
+    config = tmp_path / "hello.yaml"
+    config.write_text(text + "\nowners: [team:evals, ada@example.com]\n")
+    monkeypatch.setenv("ASSAY_RUNS_DIR", str(tmp_path / "runs"))
+    definitions = build_experiment_definitions(str(config))
+    prefix = definitions.config.asset_prefix
+    for asset_def in definitions.assets:
+        for spec in asset_def.specs:
+            assert set(spec.owners) == {"team:evals", "ada@example.com"}, spec.key
+    resources = {
+        "assay": AssayResource(overrides=["models=[fake]"], home=str(tmp_path), calls="replay"),
+        "assay_null_io": NullIOManager(),
+    }
+    everything = [*definitions.assets, *definitions.checks]
+    with DagsterInstance.ephemeral() as instance:
+        for segment in definitions.graph.segments():
+            selections = [list(segment.assets)]
+            if segment.call_stage is not None:
+                selections.append([segment.call_stage.responses_asset])
+            for names in selections:
+                if names:
+                    selection = [f"{prefix}/{name}" for name in names]
+                    materialize(everything, selection=selection, resources=resources, instance=instance)
+        report_event = instance.get_latest_materialization_event(AssetKey([prefix, "report"]))
+        assert report_event is not None and report_event.asset_materialization is not None
+        metadata = report_event.asset_materialization.metadata
+        markdown = metadata["report_markdown"]
+        assert isinstance(markdown, MarkdownMetadataValue)
+        assert markdown.value is not None and markdown.value.startswith("# hello: results")
+        assert "![confusion matrix" not in markdown.value or "data:image/png;base64," in markdown.value
+        plan_key = AssetKey([prefix, definitions.graph.call_stages[0].plan_asset])
+        plan_event = instance.get_latest_materialization_event(plan_key)
+        assert plan_event is not None and plan_event.asset_materialization is not None
+        plan_metadata = plan_event.asset_materialization.metadata
+        for name in ("calls", "already_stored", "calls_to_send", "estimated_cost_usd", "spent_usd"):
+            assert name in plan_metadata, name
+
+
+def test_owners_must_be_teams_or_emails(tmp_path: Path) -> None:
+    from pipeline.config import load_experiment
+    from pipeline.llm.errors import ConfigError
+
+    repo = Path(__file__).resolve().parents[1]
+    config = tmp_path / "hello.yaml"
+    config.write_text((repo / "configs" / "experiments" / "hello.yaml").read_text() + "\nowners: [evals]\n")
+    with pytest.raises(ConfigError, match="team:<name>' or an email address as an owner, found 'evals'"):
+        load_experiment(str(config))
