@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_admin.add_commands(sub)
 
+    from jobs import cli_serve
+
+    cli_serve.add_commands(sub)
+
     compare = sub.add_parser("compare", help="compare two run folders (metric deltas, McNemar, changed answers)")
     compare.add_argument("run_a")
     compare.add_argument("run_b")
@@ -168,6 +172,11 @@ def _main(argv: Sequence[str] | None) -> int:
         admin = cli_admin.run(args)
         if admin is not None:
             return admin
+        from jobs import cli_serve
+
+        served = cli_serve.run(args)
+        if served is not None:
+            return served
         if args.command == "compare":
             from pipeline.report.compare import compare_runs_cli
 
