@@ -91,7 +91,9 @@ def _serve(args: argparse.Namespace) -> int:
         asker = client_asker(client, artifact.bundle.llm.alias)
     predictor = Predictor(artifact, asker, args.llm_timeout)
     app = create_app(predictor, database, ServeSettings(rate_per_minute=args.rate))
-    print(f"serving {artifact.manifest.experiment} version {artifact.manifest.version} on http://{args.host}:{args.port}")
+    print(
+        f"serving {artifact.manifest.experiment} version {artifact.manifest.version} on http://{args.host}:{args.port}"
+    )
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:

@@ -27,8 +27,9 @@ def tiny_bundle() -> ServingBundle:
     from pipeline.ensemble.task_config import load_task_config
 
     task = load_task_config("birdflu")
-    voters = task.voters.model_copy(update={"weak_supervision": task.voters.weak_supervision.model_copy(
-        update={"enabled": False})})
+    voters = task.voters.model_copy(
+        update={"weak_supervision": task.voters.weak_supervision.model_copy(update={"enabled": False})}
+    )
     task = task.model_copy(update={"voters": voters})
     fitted = fit_ensemble(task, load_task_splits(task))
     prefix = llm_voter_messages("", task.label_names, (), task.description)[:-1]

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect, select
 
+from pipeline.config import load_model_zoo
 from pipeline.llm.client import LLMClient
+from pipeline.llm.errors import ConfigError
 from pipeline.serving.app import ServeSettings
 from pipeline.serving.artifact import live_version, load_artifact, pack_artifact, set_live
 from pipeline.serving.predictor import client_asker
 from pipeline.serving.storage import Feedback, Prediction
 from pipeline.store import ResponseStore
-from pipeline.config import load_model_zoo
-from pipeline.llm.errors import ConfigError
 from tests.conftest import FAST_RETRY
 from tests.fakes.openai_server import FakeOpenAIServer
 from tests.serve_fixtures import SETTLED_TEXT, Served, pack_tiny, relevant_responder, serve, tiny_bundle
@@ -47,8 +47,9 @@ def llm_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
 
 @pytest.fixture()
 def llm_client(llm_server: FakeOpenAIServer, tmp_path: Path) -> Iterator[LLMClient]:
-    client = LLMClient(load_model_zoo(overrides=["models.fake.timeout_s=5"]), ResponseStore(tmp_path / "store"),
-                       retry=FAST_RETRY)
+    client = LLMClient(
+        load_model_zoo(overrides=["models.fake.timeout_s=5"]), ResponseStore(tmp_path / "store"), retry=FAST_RETRY
+    )
     yield client
     client.close()
 
@@ -116,8 +117,9 @@ def test_tokens_401_and_403(served: Served) -> None:
 def test_rate_limit_per_token(artifact_root: Path, tmp_path: Path) -> None:
     settings = ServeSettings(rate_per_minute=3)
     with serve(artifact_root, f"sqlite:///{tmp_path / 'db.sqlite'}", None, settings) as s:
-        codes = [s.client.post("/predict", json={"text": SETTLED_TEXT}, headers=s.headers()).status_code
-                 for _ in range(4)]
+        codes = [
+            s.client.post("/predict", json={"text": SETTLED_TEXT}, headers=s.headers()).status_code for _ in range(4)
+        ]
         assert codes == [200, 200, 200, 429]
         limited = s.client.post("/predict", json={"text": SETTLED_TEXT}, headers=s.headers())
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
@@ -138,8 +140,17 @@ def test_rate_limit_per_token(artifact_root: Path, tmp_path: Path) -> None:
         (json.dumps({"text": "a" * 30_000}), {"content-type": "application/json"}, 413, None),
         (json.dumps({"text": "a" * 10_000_000}), {"content-type": "application/json"}, 413, None),
     ],
-    ids=["empty", "blank", "missing", "not-a-string", "extra-field", "invalid-json", "wrong-type", "long-text",
-         "10MB-body"],
+    ids=[
+        "empty",
+        "blank",
+        "missing",
+        "not-a-string",
+        "extra-field",
+        "invalid-json",
+        "wrong-type",
+        "long-text",
+        "10MB-body",
+    ],
 )
 def test_bad_inputs(served: Served, content: str, headers: dict[str, str], status: int, field: str | None) -> None:
     response = served.client.post("/predict", content=content, headers={**served.headers(), **headers})
@@ -190,13 +201,16 @@ def test_unsettled_text_asks_the_llm_once(served: Served, llm_server: FakeOpenAI
     assert llm_server.total() == 1
 
 
-def test_slow_llm_abstains_with_the_reason(artifact_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slow_llm_abstains_with_the_reason(
+    artifact_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with FakeOpenAIServer(latency=3.0, responder=relevant_responder) as slow:
         monkeypatch.setenv("ASSAY_FAKE_BASE_URL", slow.base_url)
         client = LLMClient(load_model_zoo(), ResponseStore(tmp_path / "store"), retry=FAST_RETRY)
         try:
-            with serve(artifact_root, f"sqlite:///{tmp_path / 'db.sqlite'}", client_asker(client, "fake"),
-                       llm_timeout_s=0.3) as s:
+            with serve(
+                artifact_root, f"sqlite:///{tmp_path / 'db.sqlite'}", client_asker(client, "fake"), llm_timeout_s=0.3
+            ) as s:
                 body = s.client.post("/predict", json={"text": UNSETTLED_TEXT}, headers=s.headers()).json()
                 settled = s.client.post("/predict", json={"text": SETTLED_TEXT}, headers=s.headers()).json()
                 metrics = s.client.get("/metrics").text
@@ -209,26 +223,33 @@ def test_slow_llm_abstains_with_the_reason(artifact_root: Path, tmp_path: Path, 
 
 
 def test_batch_and_feedback_rows(served: Served) -> None:
-    batch = served.client.post("/predict/batch", json={"texts": [SETTLED_TEXT, "The football final is tonight."]},
-                               headers=served.headers())
+    batch = served.client.post(
+        "/predict/batch", json={"texts": [SETTLED_TEXT, "The football final is tonight."]}, headers=served.headers()
+    )
     assert batch.status_code == 200
     results = batch.json()["results"]
     assert len(results) == 2
     target = results[0]["prediction_id"]
-    ok = served.client.post("/feedback", json={"prediction_id": target, "label": "relevant", "reviewer": "ana"},
-                            headers=served.headers("review"))
+    ok = served.client.post(
+        "/feedback",
+        json={"prediction_id": target, "label": "relevant", "reviewer": "ana"},
+        headers=served.headers("review"),
+    )
     assert ok.status_code == 200, ok.text
     rows = served.database.feedback_for(target)
     assert [(r.label, r.reviewer) for r in rows] == [("relevant", "ana")]
-    bad_label = served.client.post("/feedback", json={"prediction_id": target, "label": "spam"},
-                                   headers=served.headers("review"))
+    bad_label = served.client.post(
+        "/feedback", json={"prediction_id": target, "label": "spam"}, headers=served.headers("review")
+    )
     assert bad_label.status_code == 422 and bad_label.json()["fields"][0]["field"] == "label"
-    missing = served.client.post("/feedback", json={"prediction_id": "nope", "label": "relevant"},
-                                 headers=served.headers("review"))
+    missing = served.client.post(
+        "/feedback", json={"prediction_id": "nope", "label": "relevant"}, headers=served.headers("review")
+    )
     assert missing.status_code == 404
     # The reviewer defaults to the token's name.
-    served.client.post("/feedback", json={"prediction_id": target, "label": "irrelevant"},
-                       headers=served.headers("review"))
+    served.client.post(
+        "/feedback", json={"prediction_id": target, "label": "irrelevant"}, headers=served.headers("review")
+    )
     assert served.database.feedback_for(target)[-1].reviewer == "test-review"
     with served.database.sessions() as session:
         assert len(session.scalars(select(Feedback)).all()) == 2

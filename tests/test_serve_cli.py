@@ -20,10 +20,10 @@ from sqlalchemy import create_engine, text
 from jobs.cli import main
 from pipeline.serving.artifact import load_artifact
 from pipeline.serving.storage import open_database
+from tests.fakes.openai_server import FakeOpenAIServer
 from tests.serve_fixtures import SETTLED_TEXT, pack_tiny, serve
 from tests.test_ensemble_experiment import VoterResponder, _needs_sms, fast_sms_task
 from tests.test_postgres_instance import _postgres_answers
-from tests.fakes.openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parent.parent
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -62,8 +62,18 @@ def test_assay_serve_answers_over_http(tmp_path: Path, capsys: pytest.CaptureFix
     token = _token_from(capsys.readouterr().out)
     port = _free_port()
     env = {**os.environ, "ASSAY_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "jobs.cli", "serve", "--artifact", str(root), "--database", url,
-               "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.cli",
+        "serve",
+        "--artifact",
+        str(root),
+        "--database",
+        url,
+        "--port",
+        str(port),
+    ]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -77,8 +87,9 @@ def test_assay_serve_answers_over_http(tmp_path: Path, capsys: pytest.CaptureFix
                 assert time.monotonic() < deadline, "assay serve did not answer within 60 s"
                 time.sleep(0.3)
         assert health.json()["model_version"] == version
-        answer = httpx.post(f"{base}/predict", json={"text": SETTLED_TEXT},
-                            headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        answer = httpx.post(
+            f"{base}/predict", json={"text": SETTLED_TEXT}, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
         assert answer.status_code == 200 and answer.json()["prediction"] == "relevant"
         assert httpx.post(f"{base}/predict", json={"text": "x"}, timeout=10).status_code == 401
     finally:
@@ -108,8 +119,9 @@ def test_pack_a_materialized_sms_ensemble_run(tmp_path: Path, monkeypatch: pytes
         loaded = load_artifact(tmp_path / "art")
         asked = len(responder.asked)
         with serve(tmp_path / "art", f"sqlite:///{tmp_path / 'db.sqlite'}") as s:
-            body = s.client.post("/predict", json={"text": "WINNER!! Claim your free cash prize now, txt WIN"},
-                                 headers=s.headers()).json()
+            body = s.client.post(
+                "/predict", json={"text": "WINNER!! Claim your free cash prize now, txt WIN"}, headers=s.headers()
+            ).json()
         assert body["prediction"] in ("spam", "ABSTAIN") and body["model_version"] == loaded.manifest.version
         assert len(responder.asked) == asked  # no asker given: the LLM tier is off, nothing is sent
 
@@ -142,8 +154,11 @@ def test_predictions_and_feedback_in_postgres(tmp_path: Path, pg_url: str) -> No
         sql = "1'; DROP TABLE predictions; --"
         first = s.client.post("/predict", json={"text": SETTLED_TEXT}, headers=s.headers()).json()
         odd = s.client.post("/predict", json={"text": sql}, headers=s.headers()).json()
-        ok = s.client.post("/feedback", json={"prediction_id": first["prediction_id"], "label": "relevant"},
-                           headers=s.headers("review"))
+        ok = s.client.post(
+            "/feedback",
+            json={"prediction_id": first["prediction_id"], "label": "relevant"},
+            headers=s.headers("review"),
+        )
         assert ok.status_code == 200
         assert s.client.post("/predict", json={"text": ""}, headers=s.headers()).status_code == 422
         assert s.client.post("/predict", json={"text": "x"}).status_code == 401

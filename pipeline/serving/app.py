@@ -127,14 +127,16 @@ def create_app(predictor: Predictor, database: Database, settings: ServeSettings
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         start = time.perf_counter()
         endpoint = request.url.path if request.url.path in _ENDPOINTS else "other"
-        response = _precheck(request, limits)
-        if response is None:
+        refused = _precheck(request, limits)
+        response: Response
+        if refused is not None:
+            metrics.errors.labels(_KIND_OF_STATUS.get(refused.status_code, "error")).inc()
+            response = refused
+        else:
             try:
                 response = await call_next(request)
             except Exception as exc:  # noqa: BLE001 - never let a stack trace reach a client
                 response = _internal(exc)
-        else:
-            metrics.errors.labels(_KIND_OF_STATUS.get(response.status_code, "error")).inc()
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
         return response
@@ -142,8 +144,9 @@ def create_app(predictor: Predictor, database: Database, settings: ServeSettings
     def _internal(exc: Exception) -> JSONResponse:
         if isinstance(exc, SQLAlchemyError):
             log.warning("database unavailable: %s", type(exc).__name__)
-            return error_response(ApiError(503, "database", "the database is unavailable; retry later",
-                                           {"Retry-After": "5"}))
+            return error_response(
+                ApiError(503, "database", "the database is unavailable; retry later", {"Retry-After": "5"})
+            )
         log.exception("internal error")
         return error_response(ApiError(500, "internal", "internal error"))
 

@@ -204,7 +204,9 @@ def bundle_from_run(experiment: str, overrides: Sequence[str] = ()) -> ServingBu
     context = ExperimentContext(experiment, overrides=list(overrides))
     kind = context.kind
     if not isinstance(kind, EnsembleExperiment):
-        raise ConfigError(f"experiment {experiment!r} is of kind {kind.kind!r}; only 'ensemble' runs can be served")
+        raise ConfigError(
+            f"experiment {experiment!r} is of kind {context.config.kind!r}; only 'ensemble' runs can be served"
+        )
     inputs = _RecordReader(context)
     first = inputs.record(FIRST, ArbiterRecord)
     arbiter = joblib.load(first.artifact).arbiter

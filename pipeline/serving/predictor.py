@@ -77,26 +77,55 @@ class Predictor:
             votes = _voter_outputs(outputs, i)
             if decision.settled:
                 answers.append(
-                    Answer(decision.label, decision.confidence, decision.tier, decision.reason, None, votes, False, 0.0,
-                           cheap_ms)
+                    Answer(
+                        decision.label,
+                        decision.confidence,
+                        decision.tier,
+                        decision.reason,
+                        None,
+                        votes,
+                        False,
+                        0.0,
+                        cheap_ms,
+                    )
                 )
                 continue
             llm_output, cost, problem, llm_ms = llm_by_index[i]
-            final = bundle.arbiter.final_pass(_one(first, decision), {decision.item_id: llm_output} if llm_output else {})
+            final = bundle.arbiter.final_pass(
+                _one(first, decision), {decision.item_id: llm_output} if llm_output else {}
+            )
             merged = final.decisions[0]
             if llm_output is not None:
                 votes["llm"] = _voter_outputs([llm_output], 0)["llm"]
             called = self.asker is not None and bundle.llm is not None
             if merged.settled:
                 answers.append(
-                    Answer(merged.label, merged.confidence, "llm", merged.reason, None, votes, called, cost,
-                           cheap_ms + llm_ms)
+                    Answer(
+                        merged.label,
+                        merged.confidence,
+                        "llm",
+                        merged.reason,
+                        None,
+                        votes,
+                        called,
+                        cost,
+                        cheap_ms + llm_ms,
+                    )
                 )
             else:
                 why = problem or merged.reason
                 answers.append(
-                    Answer(ABSTAIN, merged.confidence, "abstain", merged.reason, why, votes, called, cost,
-                           cheap_ms + llm_ms)
+                    Answer(
+                        ABSTAIN,
+                        merged.confidence,
+                        "abstain",
+                        merged.reason,
+                        why,
+                        votes,
+                        called,
+                        cost,
+                        cheap_ms + llm_ms,
+                    )
                 )
         return answers
 
@@ -112,7 +141,12 @@ class Predictor:
             answer, cost = await asyncio.wait_for(self.asker(llm.messages(text), llm.params), self.llm_timeout_s)
         except TimeoutError:
             ms = (time.perf_counter() - start) * 1000
-            return None, 0.0, f"unsettled by the cheap tiers; the LLM tier did not answer within {self.llm_timeout_s}s", ms
+            return (
+                None,
+                0.0,
+                f"unsettled by the cheap tiers; the LLM tier did not answer within {self.llm_timeout_s}s",
+                ms,
+            )
         except Exception as exc:  # noqa: BLE001 - any LLM failure abstains; the client already retried
             ms = (time.perf_counter() - start) * 1000
             return None, 0.0, f"unsettled by the cheap tiers; the LLM tier failed ({type(exc).__name__})", ms
