@@ -278,3 +278,21 @@ def test_internal_error_has_no_stack_trace(served: Served, monkeypatch: pytest.M
     assert response.status_code == 500
     assert response.json() == {"error": "internal error", "kind": "internal"}
     _no_trace(response.text)
+
+
+def test_database_down_is_a_clean_503_and_nothing_is_acknowledged(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from pipeline.serving.storage import Database
+
+    def down(self: Database, rows: Any) -> None:
+        raise OperationalError("INSERT", {}, ConnectionError("server closed the connection"))
+
+    monkeypatch.setattr(Database, "add_predictions", down)
+    response = served.client.post("/predict", json={"text": SETTLED_TEXT}, headers=served.headers())
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert response.json() == {"error": "the database is unavailable; retry later", "kind": "database"}
+    assert "prediction_id" not in response.text
+    _no_trace(response.text)

@@ -218,6 +218,18 @@ def upgrade_schema(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+def _write_ahead_log(engine: Engine) -> None:
+    """SQLite in WAL mode: token lookups (readers) never wait on a prediction's commit (the writer)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(connection: Any, _: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+
 def open_database(url: str) -> Database:
     """Connect to `url` (SQLite or PostgreSQL), upgrade the schema, return the session factory."""
     if url.startswith("sqlite:///"):
@@ -229,5 +241,7 @@ def open_database(url: str) -> Database:
             f"database URL {url!r} is not usable ({exc}); expected sqlite:///<file> or "
             "postgresql+psycopg2://user@host:port/db"
         ) from None
+    if engine.dialect.name == "sqlite":
+        _write_ahead_log(engine)
     upgrade_schema(engine)
     return Database(engine, sessionmaker(engine, expire_on_commit=False))
