@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from jobs import cli_eval
 from pipeline.config import REPO_ROOT
 from pipeline.llm.errors import AssayError
 
@@ -68,19 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="open the Dagster UI on this workspace")
     ui.add_argument("--port", type=int, default=3000)
 
-    from jobs import cli_admin
-
-    cli_admin.add_commands(sub)
-    from jobs import cli_models
-
-    cli_models.add_commands(sub)
+    for module in _command_modules():
+        module.add_commands(sub)
 
     compare = sub.add_parser("compare", help="compare two run folders (metric deltas, McNemar, changed answers)")
     compare.add_argument("run_a")
     compare.add_argument("run_b")
     compare.add_argument("--output", help="markdown file to write (default: <run_b>/outputs/compare.md)")
-    cli_eval.add_commands(sub)
     return parser
+
+
+def _command_modules() -> list[Any]:
+    """Modules adding commands beside run/resume/status/ui/compare: each has add_commands(sub) and run(args)."""
+    from jobs import cli_admin, cli_eval, cli_models, cli_serve
+
+    return [cli_admin, cli_eval, cli_models, cli_serve]
 
 
 def _positive_int(text: str) -> int:
@@ -166,23 +167,14 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if args.command == "ui":
             return _ui(args.port)
-        from jobs import cli_admin
-
-        admin = cli_admin.run(args)
-        if admin is not None:
-            return admin
-        from jobs import cli_models
-
-        listed = cli_models.run(args)
-        if listed is not None:
-            return listed
+        for module in _command_modules():
+            code = module.run(args)
+            if code is not None:
+                return int(code)
         if args.command == "compare":
             from pipeline.report.compare import compare_runs_cli
 
             return compare_runs_cli(Path(args.run_a), Path(args.run_b), Path(args.output) if args.output else None)
-        handled = cli_eval.run(args)
-        if handled is not None:
-            return handled
         experiment = args.experiment
         overrides = overrides_from_args(args)
         if getattr(args, "config", None):
