@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -164,12 +165,23 @@ def test_a_fallback_answer_is_the_fallback_models_call_and_the_primary_is_asked_
 
 
 @pytest.mark.slow
-def test_hello_judge_grades_answers_in_a_second_call_stage(assay_env: Path, fake_server: FakeOpenAIServer) -> None:
+def test_hello_judge_grades_answers_in_a_second_call_stage(assay_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The schema-following fake (no responder): it answers the judges' verdict schema as well as the topics.
+    fake_server = FakeOpenAIServer().__enter__()
+    monkeypatch.setenv("ASSAY_FAKE_BASE_URL", fake_server.base_url)
+    try:
+        _hello_judge_run_and_rerun(assay_env, fake_server)
+    finally:
+        fake_server.stop()
+
+
+def _hello_judge_run_and_rerun(assay_env: Path, fake_server: FakeOpenAIServer) -> None:
     assert main(["run", "hello-judge", "--model", "fake", "--set", "judge.models=[fake]"]) == 0
     assert fake_server.total() == 16  # 8 answers + 8 verdicts
     folder = sorted((assay_env / "runs").glob("hello-judge-*"))[-1]
     report = (folder / "outputs" / "final_report.md").read_text()
-    assert "## Judges" in report and "| fake | 8 |" in report
+    # The judges' table itself (not another table that happens to name `fake`): 8 answers judged, none invalid.
+    assert re.search(r"## Judges\n\n\| judge \| judged \|[^\n]*\n[^\n]*\n\| fake \| 8 \| \d+ \| 0 \|", report), report
     fake_server.reset()
     assert main(["run", "hello-judge", "--model", "fake", "--set", "judge.models=[fake]"]) == 0
     assert fake_server.total() == 0, "both stages' stored calls are reused"
