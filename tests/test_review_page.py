@@ -29,12 +29,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 SCRIPT_TEXT = "<script>alert(1)</script>"
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
-    ),
-]
+pytestmark = pytest.mark.slow
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
+)
 
 
 def _row(text: str, prediction: str, votes: dict[str, str | None], created: int) -> Prediction:
@@ -140,14 +138,20 @@ def _wait_for(predicate: Any, what: str, timeout_s: float = 10) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@needs_chromium
 def test_label_three_undo_one_and_escape_html(live_server: LiveServer, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import Dialog, sync_playwright
 
     dialogs: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1366, "height": 768})
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+        def on_dialog(dialog: Dialog) -> None:
+            dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
         page.goto(f"{live_server.url}/review")
 
         # Log in with the keyboard: the token field has focus, Enter submits.
