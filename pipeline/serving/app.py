@@ -1,4 +1,4 @@
-"""The prediction API (FastAPI): /predict, /predict/batch, /feedback, /healthz, /metrics.
+"""The prediction API (FastAPI): /predict, /predict/batch, /feedback, /healthz, /metrics, and /review.
 
 Every request but /healthz and /metrics carries a bearer token (401 without a valid one, 403 when its role may
 not call the endpoint) and spends from that token's rate limit (429 with Retry-After). Bodies over the size
@@ -27,7 +27,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.serving.limits import RateLimiter
 from pipeline.serving.predictor import Answer, Predictor
-from pipeline.serving.storage import ApiToken, Database, Prediction, input_hash, new_prediction_id
+from pipeline.serving.review import REVIEW_ENDPOINTS, add_review_routes
+from pipeline.serving.storage import ApiToken, Database, Feedback, Prediction, input_hash, new_prediction_id
 
 __all__ = ["ApiError", "ServeSettings", "create_app"]
 
@@ -228,15 +229,19 @@ def create_app(predictor: Predictor, database: Database, settings: ServeSettings
             raise ApiError(413, "too_large", f"{len(body.texts)} texts; at most {limits.max_batch} per batch")
         return {"results": await answer(body.texts, token)}
 
-    @app.post("/feedback")
-    async def feedback(body: FeedbackRequest, token: ApiToken = reviewer_token) -> Any:
-        if body.label not in labels:
+    def record_feedback(prediction_id: str, label: str, reviewer: str) -> Feedback:
+        if label not in labels:
             raise RequestValidationError(
                 [{"loc": ("body", "label"), "msg": f"expected one of {sorted(labels)}", "type": "value_error"}]
             )
-        row = database.add_feedback(body.prediction_id, body.label, body.reviewer or token.name)
+        row = database.add_feedback(prediction_id, label, reviewer)
         if row is None:
-            raise ApiError(404, "not_found", f"no prediction {body.prediction_id!r}")
+            raise ApiError(404, "not_found", f"no prediction {prediction_id!r}")
+        return row
+
+    @app.post("/feedback")
+    async def feedback(body: FeedbackRequest, token: ApiToken = reviewer_token) -> Any:
+        row = record_feedback(body.prediction_id, body.label, body.reviewer or token.name)
         return {"feedback_id": row.id, "prediction_id": row.prediction_id, "label": row.label, "reviewer": row.reviewer}
 
     @app.get("/healthz")
@@ -250,10 +255,18 @@ def create_app(predictor: Predictor, database: Database, settings: ServeSettings
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    add_review_routes(
+        app,
+        database,
+        predictor.artifact.bundle.task.label_names,
+        reviewer_token,
+        record_feedback,
+        lambda message: ApiError(404, "not_found", message),
+    )
     return app
 
 
-_ENDPOINTS = {"/predict", "/predict/batch", "/feedback", "/healthz", "/metrics"}
+_ENDPOINTS = {"/predict", "/predict/batch", "/feedback", "/healthz", "/metrics", *REVIEW_ENDPOINTS}
 _KIND_OF_STATUS = {413: "too_large", 415: "content_type"}
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "default_database_url",
     "input_hash",
     "open_database",
+    "voters_disagree",
 ]
 
 Role = Literal["predict", "review", "admin"]
@@ -199,6 +200,52 @@ class Database:
             for row in rows:
                 session.expunge(row)
             return rows
+
+    # -- the review page ----------------------------------------------------------------------------------
+    def review_candidates(self, limit: int) -> list[tuple[Prediction, list[Feedback]]]:
+        """Up to `limit` predictions that abstained or whose voters disagree, oldest first, with their feedback."""
+        found: list[tuple[Prediction, list[Feedback]]] = []
+        with self.sessions() as session:
+            # Disagreement lives in the voter_outputs JSON, which SQL cannot compare portably: filter in Python.
+            for row in session.scalars(select(Prediction).order_by(Prediction.created_at, Prediction.id)):
+                if row.prediction == "ABSTAIN" or voters_disagree(row.voter_outputs):
+                    found.append((row, []))
+                    if len(found) >= limit:
+                        break
+            by_id = {row.id: labels for row, labels in found}
+            if by_id:
+                query = select(Feedback).where(Feedback.prediction_id.in_(by_id)).order_by(Feedback.id)
+                for feedback in session.scalars(query):
+                    by_id[feedback.prediction_id].append(feedback)
+            session.expunge_all()
+        return found
+
+    def recent_feedback(self, limit: int) -> list[Feedback]:
+        """The newest `limit` labels, newest first."""
+        with self.sessions() as session:
+            rows = list(session.scalars(select(Feedback).order_by(Feedback.id.desc()).limit(limit)))
+            session.expunge_all()
+            return rows
+
+    def undo_last_feedback(self, reviewer: str) -> Feedback | None:
+        """Delete `reviewer`'s newest label and return it; None when they have none left."""
+        with self.sessions.begin() as session:
+            query = select(Feedback).where(Feedback.reviewer == reviewer).order_by(Feedback.id.desc()).limit(1)
+            row = session.scalars(query).first()
+            if row is None:
+                return None
+            session.delete(row)
+            session.flush()
+            session.expunge(row)
+            return row
+
+
+def voters_disagree(voter_outputs: Any) -> bool:
+    """True when at least two voters gave different labels (abstaining voters, label None, do not count)."""
+    if not isinstance(voter_outputs, dict):
+        return False
+    labels = {v.get("label") for v in voter_outputs.values() if isinstance(v, dict) and v.get("label") is not None}
+    return len(labels) > 1
 
 
 def new_prediction_id() -> str:
